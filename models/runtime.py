@@ -27,7 +27,8 @@ def default_providers() -> list[str]:
         chosen = [p.strip() for p in wanted.split(",") if p.strip()]
         missing = [p for p in chosen if p not in available]
         if missing:
-            raise RuntimeError(f"ONNX Runtime providers {missing} are not available; this build has {available}")
+            raise RuntimeError(f"ONNX Runtime providers {missing} are not available; "
+                               f"this build has {available}")
         return chosen
     return [p for p in _PREFERRED_PROVIDERS if p in available]
 
