@@ -18,6 +18,13 @@ SHARED_DATA = SHARED / "data"
 SHARED_MODELS = SHARED / "models"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The model registry resolves mirror-only models (YuNet...) from shared/models; never downloads."""
+    if SHARED_MODELS.is_dir():
+        os.environ.setdefault("GATEWATCH_MODEL_MIRROR", str(SHARED_MODELS))
+    os.environ["GATEWATCH_ALLOW_DOWNLOAD"] = "0"
+
+
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
         pytest.skip(f"{what} not found at {path} (set GATEWATCH_SHARED to the folder holding data/ and models/)")

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs gatewatch into ./.venv from this repository's own files, offline-ready.
+#   ./install.sh          runtime + test tools
+# Needs Python >= 3.11 and access to PyPI (or a PyPI mirror) once.
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+"${PIP[@]}" install --upgrade pip
+"${PIP[@]}" install -e '.[test]'
+# These declare the GUI build opencv-python, which would share the cv2 folder with our headless
+# build; their real needs are already installed from pyproject.toml.
+"${PIP[@]}" install --no-deps -r requirements-nodeps.txt
+if .venv/bin/python -m pip show -q opencv-python >/dev/null 2>&1; then
+  echo "install.sh: opencv-python (GUI build) is installed next to opencv-python-headless; removing it" >&2
+  "${PIP[@]}" uninstall -y opencv-python
+  "${PIP[@]}" install --force-reinstall --no-deps opencv-python-headless
+fi
+# Convert dlib's embedder to ONNX once (offline; cached under ~/.cache/gatewatch/models).
+.venv/bin/gatewatch models fetch --pack open

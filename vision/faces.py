@@ -1,0 +1,167 @@
+"""Face detection -> alignment -> embedding, as one object built from a model pack.
+
+The aligner is chosen by the embedder, not the detector: dlib's ResNet was trained on dlib's
+own 150x150 chips (from its 5-point shape predictor), ArcFace-format models on the 112x112
+five-point template. Chips of all faces (of one or many images) are embedded in one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from models.preprocess import Preprocess
+from models.runtime import OrtModel
+from vision.align import arcface_transforms, dlib_chip_transforms, rect_from_landmarks, warp_chips
+from vision.detections import Detections
+from vision.landmarks import ShapePredictor
+from vision.quality import FaceQuality, QualityLimits, assess
+
+
+class FaceDetector(Protocol):
+    def detect(self, image_bgr: np.ndarray) -> Detections: ...
+
+
+class Aligner(Protocol):
+    size: int
+
+    def transforms(self, image_bgr: np.ndarray, faces: Detections) -> np.ndarray: ...
+
+
+class DlibAligner:
+    """dlib's get_face_chip geometry from dlib's own 5 points (eye corners, nose base)."""
+
+    def __init__(self, predictor: ShapePredictor, size: int = 150, padding: float = 0.25) -> None:
+        self.predictor = predictor
+        self.size = size
+        self.padding = padding
+
+    def transforms(self, image_bgr: np.ndarray, faces: Detections) -> np.ndarray:
+        points = self.predictor.predict(image_bgr, rect_from_landmarks(faces.landmarks))
+        return dlib_chip_transforms(points, self.size, self.padding)
+
+
+class ArcFaceAligner:
+    """The ArcFace five-point template, scaled to the embedder's input size."""
+
+    def __init__(self, size: int = 112) -> None:
+        self.size = size
+
+    def transforms(self, image_bgr: np.ndarray, faces: Detections) -> np.ndarray:
+        return arcface_transforms(faces.landmarks, self.size)
+
+
+class Embedder:
+    """Aligned chips -> L2-normalised embeddings, in batches."""
+
+    def __init__(self, model: OrtModel, preprocess: Preprocess, model_id: str) -> None:
+        self.model = model
+        self.preprocess = preprocess
+        self.model_id = model_id
+        self.dim = int(model.session.get_outputs()[0].shape[-1])
+
+    def __call__(self, chips_bgr: np.ndarray) -> np.ndarray:
+        if len(chips_bgr) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        raw = self.model.run(self.preprocess(chips_bgr))[0].reshape(len(chips_bgr), -1)
+        norms = np.linalg.norm(raw, axis=1, keepdims=True)
+        return (raw / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Faces:
+    """The faces of one image, largest first, with their chips, embeddings and quality."""
+
+    detections: Detections
+    chips: np.ndarray
+    embeddings: np.ndarray
+    quality: tuple[FaceQuality, ...]
+
+    def __len__(self) -> int:
+        return len(self.detections)
+
+
+class FaceAnalyzer:
+    def __init__(self, detector: FaceDetector, aligner: Aligner, embedder: Embedder,
+                 quality_limits: QualityLimits = QualityLimits()) -> None:
+        self.detector = detector
+        self.aligner = aligner
+        self.embedder = embedder
+        self.quality_limits = quality_limits
+
+    @property
+    def model_id(self) -> str:
+        return self.embedder.model_id
+
+    def analyze(self, image_bgr: np.ndarray, max_faces: int | None = None) -> Faces:
+        return self.analyze_many([image_bgr], max_faces)[0]
+
+    def analyze_many(self, images_bgr: Sequence[np.ndarray], max_faces: int | None = None) -> list[Faces]:
+        """Detect and align per image, then embed every chip of every image in one batch."""
+        per_image = []
+        for image in images_bgr:
+            faces = self.detector.detect(image).largest_first()
+            if max_faces is not None:
+                faces = faces[:max_faces]
+            chips = self._chips(image, faces)
+            per_image.append((faces, chips))
+        all_chips = [chips for _, chips in per_image if len(chips)]
+        embeddings = self.embedder(np.concatenate(all_chips)) if all_chips else None
+        results, start = [], 0
+        for faces, chips in per_image:
+            count = len(faces)
+            emb = (embeddings[start:start + count] if embeddings is not None
+                   else np.zeros((0, self.embedder.dim), np.float32))
+            start += count
+            quality = tuple(assess(faces.boxes[i], faces.landmarks[i], chips[i], self.quality_limits)
+                            for i in range(count))
+            results.append(Faces(faces, chips, emb, quality))
+        return results
+
+    def _chips(self, image: np.ndarray, faces: Detections) -> np.ndarray:
+        size = self.aligner.size
+        if len(faces) == 0:
+            return np.zeros((0, size, size, 3), np.uint8)
+        return warp_chips(image, self.aligner.transforms(image, faces), size)
+
+
+def build_analyzer(pack: str = "open", *, min_face_size: int = 40, detector_path: Path | None = None,
+                   embedder_path: Path | None = None, allow_download: bool | None = None) -> FaceAnalyzer:
+    """A FaceAnalyzer for a registry pack, optionally with user-supplied insightface-format ONNX files."""
+    from models import registry
+    from models.insightface_models import load_arcface_embedder, load_scrfd_detector
+
+    spec = registry.get_pack(pack)
+    if detector_path is not None:
+        detector: FaceDetector = load_scrfd_detector(detector_path)
+    else:
+        detector = _registry_detector(spec.detector, min_face_size, allow_download)
+    if embedder_path is not None:
+        embedder, input_size = load_arcface_embedder(embedder_path)
+        return FaceAnalyzer(detector, ArcFaceAligner(input_size), embedder)
+    entry = registry.get_entry(spec.embedder)
+    model = OrtModel(registry.resolve_onnx(entry, allow_download=allow_download))
+    embedder = Embedder(model, entry.preprocess or Preprocess(), entry.id)
+    if entry.alignment == "dlib5":
+        landmarks = registry.get_entry(spec.landmarks or "dlib_shape_predictor_5")
+        predictor = ShapePredictor.load(registry.resolve_file(landmarks.files[0]))
+        aligner: Aligner = DlibAligner(predictor, entry.input_size or 150)
+    else:
+        aligner = ArcFaceAligner(entry.input_size or 112)
+    return FaceAnalyzer(detector, aligner, embedder)
+
+
+def _registry_detector(model_id: str, min_face_size: int, allow_download: bool | None) -> FaceDetector:
+    from models import registry
+    from vision.mtcnn import MtcnnDetector
+    from vision.yunet import YunetDetector
+
+    entry = registry.get_entry(model_id)
+    paths = [registry.resolve_file(f, allow_download=allow_download) for f in entry.files]
+    if model_id == "mtcnn":
+        return MtcnnDetector(*(OrtModel(p) for p in paths), min_face_size=min_face_size)
+    return YunetDetector(OrtModel(paths[0]))
