@@ -1,0 +1,206 @@
+"""Identification accuracy on real photos: closed-set rank-1, open-set accept/reject, crowding.
+
+Run: `python -m benchmarks.face_accuracy [--faces DIR ...]`. Prints, per model and data set,
+the figures README's accuracy table is made of. Tests import the same functions, so the numbers
+in README and the thresholds asserted in tests come from one implementation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gates.gallery import Gallery
+from vision.faces import FaceAnalyzer
+from vision.images import ImageError, load_image
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    person: str
+    path: Path
+    embedding: np.ndarray | None  # None: no face found
+    quality: float
+
+
+def load_people(root: Path) -> dict[str, list[Path]]:
+    return {d.name: sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            for d in sorted(root.iterdir()) if d.is_dir()}
+
+
+def embed_people(analyzer: FaceAnalyzer, people: dict[str, list[Path]]) -> list[Sample]:
+    """The largest face of every photo (press photos show bystanders; the subject is largest)."""
+    samples = []
+    for person, paths in people.items():
+        for path in paths:
+            try:
+                faces = analyzer.analyze(load_image(path), max_faces=1)
+            except ImageError:
+                faces = None
+            if faces is None or len(faces) == 0:
+                samples.append(Sample(person, path, None, 0.0))
+            else:
+                samples.append(Sample(person, path, faces.embeddings[0], faces.quality[0].score))
+    return samples
+
+
+def _matrix(samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray]:
+    found = [s for s in samples if s.embedding is not None]
+    return np.stack([s.embedding for s in found]), np.array([s.person for s in found])
+
+
+def leave_one_out_rank1(samples: Sequence[Sample]) -> tuple[float, int]:
+    """Each photo of a person with 2+ photos against all other photos; a photo with no face is a miss."""
+    counts: dict[str, int] = {}
+    for s in samples:
+        counts[s.person] = counts.get(s.person, 0) + 1
+    probes = [s for s in samples if counts[s.person] >= 2]
+    emb, labels = _matrix(samples)
+    hits = 0
+    for probe in probes:
+        if probe.embedding is None:
+            continue
+        sims = emb @ probe.embedding
+        sims[np.all(emb == probe.embedding, axis=1)] = -np.inf
+        hits += labels[int(np.argmax(sims))] == probe.person
+    return hits / len(probes), len(probes)
+
+
+def similarity_stats(samples: Sequence[Sample]) -> dict[str, float]:
+    """Genuine and impostor cosine distributions: how crowded a population is for a model."""
+    emb, labels = _matrix(samples)
+    sims = emb @ emb.T
+    same = labels[:, None] == labels[None, :]
+    upper = np.triu(np.ones_like(same), 1).astype(bool)
+    genuine, impostor = sims[same & upper], sims[~same & upper]
+    return {"genuine_mean": float(genuine.mean()), "impostor_mean": float(impostor.mean()),
+            "impostor_p99": float(np.percentile(impostor, 99)), "impostor_max": float(impostor.max())}
+
+
+@dataclass(frozen=True)
+class OpenSetResult:
+    genuine_match_rate: float  # enrolled people's other photos matched to the right person
+    genuine_wrong: int  # ... matched to somebody else (the dangerous error)
+    impostor_accept_rate: float  # never-enrolled people's photos accepted as anyone
+    genuine: int
+    impostors: int
+
+
+def split_people(samples: Sequence[Sample]) -> tuple[list[str], list[str]]:
+    people = sorted({s.person for s in samples})
+    return people[0::2], people[1::2]
+
+
+def open_set(samples: Sequence[Sample], enrolled: Sequence[str], model_id: str, accept: float,
+             margin: float) -> OpenSetResult:
+    """Enrol each enrolled person's best photo in a real gallery; everyone's other photos are probes."""
+    enrolled = set(enrolled)
+    templates: dict[str, Sample] = {}
+    for s in samples:
+        if s.person in enrolled and s.embedding is not None:
+            best = templates.get(s.person)
+            if best is None or s.quality > best.quality:
+                templates[s.person] = s
+    genuine = [s for s in samples if s.person in templates and s is not templates[s.person]]
+    impostors = [s for s in samples if s.person not in enrolled]
+    with tempfile.TemporaryDirectory() as tmp:
+        dim = len(next(iter(templates.values())).embedding)
+        with Gallery.open(Path(tmp), model_id, dim, accept_threshold=accept, margin=margin) as gallery:
+            for person, s in templates.items():
+                gallery.add_resident_with_faces(person, s.embedding[None], [s.quality], [str(s.path)])
+            g_right, g_wrong = _score(gallery, genuine)
+            i_right, i_wrong = _score(gallery, impostors)
+    return OpenSetResult(g_right / max(len(genuine), 1), g_wrong, (i_right + i_wrong) / max(len(impostors), 1),
+                         len(genuine), len(impostors))
+
+
+def _score(gallery: Gallery, probes: Sequence[Sample]) -> tuple[int, int]:
+    """(matched to the right person, matched to somebody else); no face counts as unknown."""
+    with_face = [s for s in probes if s.embedding is not None]
+    if not with_face:
+        return 0, 0
+    matches = gallery.identify(np.stack([s.embedding for s in with_face]))
+    right = sum(m is not None and m.name == s.person for s, m in zip(with_face, matches, strict=True))
+    wrong = sum(m is not None and m.name != s.person for s, m in zip(with_face, matches, strict=True))
+    return right, wrong
+
+
+def two_fold_open_set(samples: Sequence[Sample], model_id: str, accept: float, margin: float) -> OpenSetResult:
+    """Both halves take a turn as the enrolled residents; counts are pooled."""
+    a, b = split_people(samples)
+    r1 = open_set(samples, a, model_id, accept, margin)
+    r2 = open_set(samples, b, model_id, accept, margin)
+    g, i = r1.genuine + r2.genuine, r1.impostors + r2.impostors
+    return OpenSetResult(
+        (r1.genuine_match_rate * r1.genuine + r2.genuine_match_rate * r2.genuine) / g,
+        r1.genuine_wrong + r2.genuine_wrong,
+        (r1.impostor_accept_rate * r1.impostors + r2.impostor_accept_rate * r2.impostors) / i, g, i)
+
+
+def calibrate(samples: Sequence[Sample], max_far: float = 0.01) -> tuple[float, float]:
+    """The (threshold, margin) with the best genuine match rate whose impostor accept rate <= max_far.
+
+    Searched on pair similarities of the two-fold protocol: best-template similarity for genuine
+    probes, best similarity to any enrolled person for impostors.
+    """
+    best = (-1.0, 1.0, 0.0)
+    for margin in (0.0, 0.02, 0.05, 0.08):
+        for accept in np.arange(0.30, 0.96, 0.01):
+            result = two_fold_open_set(samples, "calibration", float(accept), margin)
+            if result.impostor_accept_rate <= max_far and result.genuine_match_rate > best[0] + 1e-9:
+                best = (result.genuine_match_rate, float(round(accept, 2)), margin)
+    return best[1], best[2]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from models import registry
+    from vision.faces import build_analyzer
+
+    repo = Path(__file__).resolve().parents[1]
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, nargs="+",
+                        default=[repo.parent / "shared/data/faces", repo.parent / "shared/data/faces_east_asian"])
+    parser.add_argument("--pack", default="open")
+    parser.add_argument("--embedder", type=Path, help="an ArcFace-format ONNX file instead of the pack's")
+    parser.add_argument("--calibrate", action="store_true", help="search threshold/margin for FAR <= 1 %%")
+    args = parser.parse_args(argv)
+    analyzer = build_analyzer(args.pack, embedder_path=args.embedder)
+    if args.embedder is None:
+        entry = registry.get_entry(registry.get_pack(args.pack).embedder)
+        accept, margin = entry.accept_threshold, entry.margin
+    else:
+        from gatewatch.cli import USER_MODEL_MARGIN, USER_MODEL_THRESHOLD
+        accept, margin = USER_MODEL_THRESHOLD, USER_MODEL_MARGIN
+    print(f"model {analyzer.model_id}  (accept {accept}, margin {margin})")
+    for root in args.data:
+        start = time.perf_counter()
+        samples = embed_people(analyzer, load_people(root))
+        seconds = time.perf_counter() - start
+        no_face = sum(s.embedding is None for s in samples)
+        rank1, probes = leave_one_out_rank1(samples)
+        stats = similarity_stats(samples)
+        print(f"\n{root.name}: {len({s.person for s in samples})} people, {len(samples)} photos, "
+              f"{no_face} without a face; {1000 * seconds / len(samples):.0f} ms/photo end to end")
+        print(f"  leave-one-out rank-1: {rank1:.3f} ({probes} probes)")
+        print("  cosine: genuine mean {genuine_mean:.3f}, impostor mean {impostor_mean:.3f}, "
+              "impostor p99 {impostor_p99:.3f}, impostor max {impostor_max:.3f}".format(**stats))
+        if args.calibrate:
+            accept, margin = calibrate(samples)
+            print(f"  calibrated here: accept {accept}, margin {margin}")
+        result = two_fold_open_set(samples, analyzer.model_id, accept, margin)
+        print(f"  open set (accept {accept}, margin {margin}): enrolled matched {result.genuine_match_rate:.3f} "
+              f"of {result.genuine} ({result.genuine_wrong} to a wrong person); never-enrolled accepted "
+              f"{result.impostor_accept_rate:.3f} of {result.impostors}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
