@@ -148,7 +148,7 @@ def build_analyzer(pack: str = "open", *, min_face_size: int = 40, detector_path
     embedder = Embedder(model, entry.preprocess or Preprocess(), entry.id)
     if entry.alignment == "dlib5":
         landmarks = registry.get_entry(spec.landmarks or "dlib_shape_predictor_5")
-        predictor = ShapePredictor.load(registry.resolve_file(landmarks.files[0]))
+        predictor = ShapePredictor(registry.resolve_file(landmarks.files[0]))
         aligner: Aligner = DlibAligner(predictor, entry.input_size or 150)
     else:
         aligner = ArcFaceAligner(entry.input_size or 112)
