@@ -54,7 +54,8 @@ def enrolment_face(analyzer: FaceAnalyzer, image_bgr: np.ndarray) -> EnrolmentFa
     if len(faces) == 0:
         raise EnrolmentError("no_face", "no face found")
     if len(faces) > 1:
-        raise EnrolmentError("several_faces", f"{len(faces)} faces found; an enrolment photo must show one person")
+        raise EnrolmentError("several_faces",
+                             f"{len(faces)} faces found; an enrolment photo must show one person")
     quality = faces.quality[0]
     if not quality.ok:
         code = quality.problems[0].split(":", 1)[0]
@@ -62,7 +63,8 @@ def enrolment_face(analyzer: FaceAnalyzer, image_bgr: np.ndarray) -> EnrolmentFa
     return EnrolmentFace(faces.embeddings[0], quality, faces.detections.boxes[0])
 
 
-def enroll_person(gallery: Gallery, analyzer: FaceAnalyzer, name: str, photos: Iterable[Path]) -> PersonResult:
+def enroll_person(gallery: Gallery, analyzer: FaceAnalyzer, name: str,
+                  photos: Iterable[Path]) -> PersonResult:
     """Store every usable photo of one person in one transaction; report the others."""
     good: list[tuple[str, EnrolmentFace]] = []
     problems: list[Problem] = []
