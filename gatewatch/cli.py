@@ -24,7 +24,7 @@ def _face_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--margin", type=float, help="override the model's margin over the next resident")
 
 
-def _open(args: argparse.Namespace):
+def _open(args: argparse.Namespace, *, autosave: bool = True):
     from gates.gallery import Gallery
     from models import registry
     from vision.faces import build_analyzer
@@ -38,7 +38,7 @@ def _open(args: argparse.Namespace):
         threshold, margin = entry.accept_threshold, entry.margin
     gallery = Gallery.open(args.data_dir, analyzer.model_id, analyzer.embedder.dim,
                            accept_threshold=args.threshold if args.threshold is not None else threshold,
-                           margin=args.margin if args.margin is not None else margin)
+                           margin=args.margin if args.margin is not None else margin, autosave=autosave)
     return analyzer, gallery
 
 
@@ -56,7 +56,8 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
         print(f"error: {root} has no sub-folders; put each person's photos in a folder named after them",
               file=sys.stderr)
         return 2
-    analyzer, gallery = _open(args)
+    # The index file is written once at the end; a crash before that only costs a rebuild from SQLite.
+    analyzer, gallery = _open(args, autosave=False)
     enrolled = failed = 0
     with gallery:
         for person in tqdm(people, desc="enrolling", unit="person", disable=args.quiet):
@@ -173,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import faiss
+
+    # Gallery search is tiny next to the neural nets; FAISS's own thread pool only fights them.
+    faiss.omp_set_num_threads(1)
     try:
         return args.func(args)
     except KeyboardInterrupt:

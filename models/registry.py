@@ -277,10 +277,10 @@ def _check_sha256(path: Path, spec: ModelFile) -> None:
                                  "replace it with the official file")
 
 
-def _converter(entry: ModelEntry) -> Callable[[Path], bytes]:
+def _converter(entry: ModelEntry) -> tuple[Callable[[Path], bytes], Path]:
     module_name, func = (entry.converter or "").split(":")
-    module = __import__(module_name, fromlist=[func])
-    return getattr(module, func)
+    module = importlib.import_module(module_name)
+    return getattr(module, func), Path(module.__file__ or "")
 
 
 def resolve_onnx(entry: ModelEntry, *, allow_download: bool | None = None) -> Path:
@@ -288,10 +288,14 @@ def resolve_onnx(entry: ModelEntry, *, allow_download: bool | None = None) -> Pa
     source = resolve_file(entry.files[0], allow_download=allow_download)
     if entry.converter is None:
         return source
-    target = cache_dir() / f"{entry.id}-{entry.files[0].sha256[:16]}.onnx"
+    convert, converter_file = _converter(entry)
+    # Keyed by the source weights and the converter's own code, so a fixed converter never
+    # serves a model cached by an older one.
+    code = hashlib.sha256(converter_file.read_bytes()).hexdigest()[:8]
+    target = cache_dir() / f"{entry.id}-{entry.files[0].sha256[:12]}-{code}.onnx"
     if target.exists():
         return target
-    onnx_bytes = _converter(entry)(source)
+    onnx_bytes = convert(source)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as tmp:
         tmp.write(onnx_bytes)
