@@ -47,14 +47,14 @@ _OPSET = 17
 _IR_VERSION = 8  # the IR that opset 17 shipped with, so older ONNX Runtime builds load the model
 _CONV_MODE = 0   # dlib::layer_mode::CONV_MODE: one affine gamma/beta per channel
 
-Kind = Literal["con", "affine", "relu", "max_pool", "avg_pool", "tag", "skip", "add_prev", "fc"]
+_Kind = Literal["con", "affine", "relu", "max_pool", "avg_pool", "tag", "skip", "add_prev", "fc"]
 
 
 @dataclass(frozen=True)
 class _Node:
     """One dlib layer wrapper, in forward order. Tags and skips carry no data in the file."""
 
-    kind: Kind
+    kind: _Kind
     num: int = 0      # con filters / fc outputs
     size: int = 0     # con or pool window; 0 for a pool means "the whole input" (avg_pool_everything)
     stride: int = 1
@@ -99,6 +99,18 @@ class _Params:
 # Parsing
 
 
+def _expect_name(r: DlibReader, expected: str) -> None:
+    """A layer's version string; a wrong file can hold any length here, so only a preview is shown."""
+    start = r.pos
+    length = r.int()
+    if length != len(expected):
+        preview = r.data[r.pos:r.pos + min(max(length, 0), 24)]
+        raise DlibFormatError(f"expected {expected!r} at byte {start}, found a {length}-byte string "
+                              f"starting {preview!r}")
+    r.pos = start
+    r.expect_string(expected)
+
+
 def _tensor(r: DlibReader, what: str) -> np.ndarray:
     start = r.pos
     r.expect_int(2, f"{what}: tensor version")
@@ -106,7 +118,10 @@ def _tensor(r: DlibReader, what: str) -> np.ndarray:
     if min(dims) < 0 or int(np.prod(dims, dtype=np.int64)) * 4 > len(r.data) - r.pos:
         raise DlibFormatError(f"{what}: tensor at byte {start} has impossible dims {dims}")
     r.pos = start
-    return r.tensor()
+    values = r.tensor()
+    if not np.isfinite(values).all():
+        raise DlibFormatError(f"{what}: tensor at byte {start} holds NaN or infinite values")
+    return values
 
 
 def _alias_shape(r: DlibReader, what: str) -> tuple[int, ...]:
@@ -127,7 +142,7 @@ def _skip_multipliers(r: DlibReader) -> None:
 
 
 def _read_con(r: DlibReader, node: _Node, in_channels: int, at: str) -> _Params:
-    r.expect_string("con_4")
+    _expect_name(r, "con_4")
     start = r.pos
     params = _tensor(r, at).ravel()
     pad = node.size // 2 if node.stride == 1 else 0
@@ -146,7 +161,7 @@ def _read_con(r: DlibReader, node: _Node, in_channels: int, at: str) -> _Params:
 
 
 def _read_affine(r: DlibReader, channels: int, at: str) -> _Params:
-    r.expect_string("affine_")
+    _expect_name(r, "affine_")
     start = r.pos
     params = _tensor(r, at).ravel()
     _expect_shape(_alias_shape(r, at), (1, channels, 1, 1), f"{at} gamma", start)
@@ -158,14 +173,14 @@ def _read_affine(r: DlibReader, channels: int, at: str) -> _Params:
 
 
 def _read_pool(r: DlibReader, node: _Node, name: str, at: str) -> None:
-    r.expect_string(name)
+    _expect_name(r, name)
     for value, field in [(node.size, "nr"), (node.size, "nc"), (node.stride, "stride_y"),
                          (node.stride, "stride_x"), (0, "padding_y"), (0, "padding_x")]:
         r.expect_int(value, f"{at} {field}")
 
 
 def _read_fc(r: DlibReader, node: _Node, inputs: int, at: str) -> _Params:
-    r.expect_string("fc_2")
+    _expect_name(r, "fc_2")
     r.expect_int(node.num, f"{at} num_outputs")
     r.expect_int(inputs, f"{at} num_inputs")
     start = r.pos
@@ -199,12 +214,12 @@ def _channels_after(nodes: list[_Node]) -> list[int]:
 def _parse(data: bytes, nodes: list[_Node]) -> list[_Params | None]:
     r = DlibReader(data)
     r.expect_int(1, "add_loss_layer version")
-    r.expect_string("loss_metric_2")
+    _expect_name(r, "loss_metric_2")
     r.float()  # margin and distance threshold: training-only
     r.float()
 
     # Wrapper versions, output side first: 2 for add_layer, 1 for tag/skip; the bottom add_layer
-    # (the one holding the input layer) is 3 since dlib 19.22 added its sample_expansion_factor.
+    # (the one holding the input layer) is 2, or 3 when it also stores a sample_expansion_factor.
     bottom_version = 0
     for index in range(len(nodes) - 1, -1, -1):
         node = nodes[index]
@@ -219,7 +234,7 @@ def _parse(data: bytes, nodes: list[_Node]) -> list[_Params | None]:
         else:
             r.expect_int(2, at)
 
-    r.expect_string("input_rgb_image_sized")
+    _expect_name(r, "input_rgb_image_sized")
     start = r.pos
     means = tuple(r.float() for _ in range(3))
     if not np.allclose(means, DLIB_RESNET_PREPROCESS.mean, atol=1e-3):
@@ -242,9 +257,9 @@ def _parse(data: bytes, nodes: list[_Node]) -> list[_Params | None]:
         elif node.kind == "affine":
             found = _read_affine(r, in_channels, at)
         elif node.kind == "relu":
-            r.expect_string("relu_")
+            _expect_name(r, "relu_")
         elif node.kind == "add_prev":
-            r.expect_string("add_prev_")
+            _expect_name(r, "add_prev_")
         elif node.kind == "max_pool":
             _read_pool(r, node, "max_pool_2", at)
         elif node.kind == "avg_pool":
@@ -322,8 +337,8 @@ def _build(nodes: list[_Node], params: list[_Params | None], *, fold_affine: boo
                 weight, bias = weight * gamma[:, None, None, None], bias * gamma + beta
                 index += 1
             pad = node.size // 2 if node.stride == 1 else 0
-            x = g.op("Conv", [x, g.const("W", weight.astype(np.float32)), g.const("B", bias.astype(np.float32))],
-                     kernel_shape=[node.size] * 2, strides=[node.stride] * 2, pads=[pad] * 4)
+            inputs = [x, g.const("W", weight.astype(np.float32)), g.const("B", bias.astype(np.float32))]
+            x = g.op("Conv", inputs, kernel_shape=[node.size] * 2, strides=[node.stride] * 2, pads=[pad] * 4)
             out = (h + 2 * pad - node.size) // node.stride + 1, (w + 2 * pad - node.size) // node.stride + 1
             shape = (node.num, *out)
         elif node.kind == "affine":
@@ -332,7 +347,7 @@ def _build(nodes: list[_Node], params: list[_Params | None], *, fold_affine: boo
             x = g.op("Add", [x, g.const("beta", p.bias.reshape(1, c, 1, 1))])
         elif node.kind == "relu":
             x = g.op("Relu", [x])
-        elif node.kind in ("max_pool", "avg_pool") and node.size == 0:
+        elif node.kind == "avg_pool" and node.size == 0:
             x = g.op("Flatten", [g.op("GlobalAveragePool", [x])], axis=1)
             shape = (c, 1, 1)
         elif node.kind in ("max_pool", "avg_pool"):
@@ -388,7 +403,8 @@ def convert_dlib_resnet(dat_path: str | Path, *, fold_affine: bool = True) -> by
     except DlibFormatError as error:
         hint = ""
         if len(data) != DLIB_RESNET_FILE_SIZE:
-            hint = f" (file is {len(data)} bytes; dlib_face_recognition_resnet_model_v1.dat is {DLIB_RESNET_FILE_SIZE})"
+            hint = (f" (file is {len(data)} bytes; dlib_face_recognition_resnet_model_v1.dat"
+                    f" is {DLIB_RESNET_FILE_SIZE})")
         raise DlibFormatError(f"{path}: not a readable dlib ResNet face embedder: {error}{hint}") from error
     except (ValueError, UnicodeDecodeError, OverflowError) as error:
         raise DlibFormatError(f"{path}: corrupt dlib ResNet face embedder: {error}") from error
