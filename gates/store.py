@@ -69,6 +69,61 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             UPDATE models SET generation = generation + 1, token = {_NEW_TOKEN}
             WHERE model_id = OLD.model_id; END""",
     ),
+    # Version 2: the gate service (gates/service_store.py). Its tables live here, beside the
+    # residents, so that deleting a resident takes their access rules and retained face crops in
+    # the same statement (ON DELETE CASCADE) instead of a second file that a crash could leave behind.
+    (
+        f"""CREATE TABLE gates (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL CHECK (length(trim(name)) > 0),
+            building TEXT,
+            kind TEXT NOT NULL CHECK (kind IN ('main', 'stairwell')),
+            created_at TEXT NOT NULL DEFAULT {_NOW})""",
+        # Only the sha256 of a key is kept; a gate key dies with its gate.
+        f"""CREATE TABLE api_keys (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            role TEXT NOT NULL CHECK (role IN ('admin', 'gate', 'guard')),
+            gate_id INTEGER REFERENCES gates(id) ON DELETE CASCADE,
+            key_hash TEXT NOT NULL UNIQUE,
+            prefix TEXT NOT NULL,
+            created_at TEXT NOT NULL DEFAULT {_NOW},
+            CHECK ((role = 'gate') = (gate_id IS NOT NULL)))""",
+        # A resident without a row here (enrolled by the CLI) is a resident of every gate.
+        """CREATE TABLE access_rules (
+            resident_id INTEGER PRIMARY KEY REFERENCES residents(id) ON DELETE CASCADE,
+            kind TEXT NOT NULL CHECK (kind IN ('resident', 'visitor', 'blocked')),
+            all_gates INTEGER NOT NULL CHECK (all_gates IN (0, 1)),
+            schedule TEXT NOT NULL DEFAULT '[]',
+            valid_from TEXT,
+            valid_until TEXT,
+            entries_left INTEGER CHECK (entries_left >= 0))""",
+        """CREATE TABLE allowed_gates (
+            resident_id INTEGER NOT NULL REFERENCES access_rules(resident_id) ON DELETE CASCADE,
+            gate_id INTEGER NOT NULL REFERENCES gates(id) ON DELETE CASCADE,
+            PRIMARY KEY (resident_id, gate_id)) WITHOUT ROWID""",
+        "CREATE INDEX allowed_gates_by_gate ON allowed_gates(gate_id)",
+        # The record outlives gates and residents: no key to gates, and a deleted resident's events
+        # keep the name they were decided under.
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at TEXT NOT NULL,
+            gate_id INTEGER NOT NULL,
+            decision TEXT NOT NULL CHECK (decision IN ('unlock', 'deny')),
+            reason TEXT NOT NULL,
+            resident_id INTEGER REFERENCES residents(id) ON DELETE SET NULL,
+            resident_name TEXT,
+            similarity REAL,
+            latency_ms REAL NOT NULL,
+            alert INTEGER NOT NULL CHECK (alert IN (0, 1)))""",
+        "CREATE INDEX events_by_gate ON events(gate_id, id)",
+        "CREATE INDEX events_by_resident ON events(resident_id)",
+        # Face crops are personal data: they go with the resident they show.
+        """CREATE TABLE event_crops (
+            event_id INTEGER PRIMARY KEY REFERENCES events(id) ON DELETE CASCADE,
+            resident_id INTEGER REFERENCES residents(id) ON DELETE CASCADE,
+            jpeg BLOB NOT NULL)""",
+        "CREATE INDEX event_crops_by_resident ON event_crops(resident_id)",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

@@ -17,7 +17,7 @@ def _face_options(parser: argparse.ArgumentParser) -> None:
     from models.registry import DEFAULT_PACK, PACKS
 
     parser.add_argument("--pack", choices=sorted(PACKS), default=DEFAULT_PACK, help="model pack")
-    parser.add_argument("--detector", type=Path, help="an SCRFD (insightface format) ONNX file to detect with")
+    parser.add_argument("--detector", type=Path, help="an SCRFD (insightface-format) ONNX file")
     parser.add_argument("--embedder", type=Path, help="an ArcFace-format ONNX file to embed with")
     parser.add_argument("--min-face", type=int, default=40, help="smallest face to detect, pixels")
     parser.add_argument("--threshold", type=float, help="override the model's accept threshold (cosine)")
@@ -139,6 +139,22 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+    from api.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(data_dir=args.data_dir, host=args.host, port=args.port)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gatewatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -160,6 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--pack", help="only this pack's models")
     models.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     models.set_defaults(func=_cmd_models)
+
+    serve = sub.add_parser("serve", help="run the gate service (HTTP API); settings also from GATEWATCH_* "
+                                         "variables and gatewatch.yaml/.toml in the data dir")
+    serve.add_argument("--data-dir", type=Path,
+                       help=f"where the database and index live (default {DEFAULT_DATA_DIR})")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=_cmd_serve)
 
     try:
         from vision.analyze import add_analyze_arguments, run_analyze

@@ -1,0 +1,99 @@
+"""The gate's endpoint: a captured face in, unlock or deny out, and the decision on record first.
+
+Fails secure: whatever goes wrong after the upload is accepted (models, gallery, rules, the
+record itself) answers deny with reason "error", never an unlock and never a 5xx the controller
+might misread. An unlock is only sent once its event is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+import cv2
+from fastapi import APIRouter, Depends, File, Path, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from api.auth import require
+from api.errors import AUTHENTICATED, ApiError, responses
+from api.schemas import API_PREFIX, MAX_ID, AccessDecision, ResidentRef
+from api.services import Services, ServicesDep
+from api.uploads import read_image
+from gates.access import ERROR, NO_FACE, Verdict, decide
+from gates.gallery import Match
+from gates.service_store import ApiKey
+from vision.images import ImageError, decode_image
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix=API_PREFIX, tags=["access"], responses=responses(*AUTHENTICATED))
+GateId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+@dataclass(frozen=True)
+class Look:
+    """What the camera showed and what the rules make of it, before it is recorded."""
+
+    verdict: Verdict
+    match: Match | None = None
+    crop_jpeg: bytes | None = None
+
+
+def _look(services: Services, data: bytes, gate_id: int, now: datetime) -> Look:
+    """Runs in the face pool. ImageError (the client's upload) propagates; so does anything else,
+    which the caller turns into a deny."""
+    settings, metrics = services.settings, services.metrics
+    with metrics.stage("decode"):
+        image = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+    with metrics.stage("analyze"):
+        faces = services.analyzer.analyze(image, max_faces=1)  # the largest face: the one at the gate
+    if len(faces) == 0:
+        return Look(NO_FACE)
+    with metrics.stage("identify"):
+        match = services.gallery.identify(faces.embeddings[:1])[0]
+        rule = None if match is None else services.store.rule_for(match.resident_id)
+    verdict = decide(face_found=True, matched=match is not None, rule=rule, gate_id=gate_id, now=now)
+    crop = None
+    if settings.retain_crops:
+        ok, encoded = cv2.imencode(".jpg", faces.chips[0], [cv2.IMWRITE_JPEG_QUALITY, 90])
+        crop = encoded.tobytes() if ok else None
+    return Look(verdict, match, crop)
+
+
+@router.post("/gates/{gate_id}/access", response_model=AccessDecision, responses=responses(404, 413, 415),
+             summary="Unlock or deny for the face in a gate camera's photo")
+async def access(gate_id: GateId, services: ServicesDep, key: Annotated[ApiKey, Depends(require("gate"))],
+                 file: Annotated[UploadFile, File(description="the gate camera's photo")]) -> AccessDecision:
+    started = time.perf_counter()
+    if key.role == "gate" and key.gate_id != gate_id:
+        raise ApiError(403, f"this key belongs to gate {key.gate_id}, not gate {gate_id}",
+                       reason="wrong_gate")
+    await run_in_threadpool(services.store.get_gate, gate_id)
+    data = await read_image(file, services.settings.max_upload_bytes)
+    now = datetime.now(services.settings.zone).astimezone(services.settings.zone)
+    try:
+        look = await services.face_work(_look, services, data, gate_id, now)
+    except ImageError as exc:
+        raise ApiError(422, str(exc), reason="bad_image") from None
+    except Exception:
+        log.exception("access decision at gate %d failed; denying", gate_id)
+        look = Look(ERROR)
+    match = look.match
+    try:
+        with services.metrics.stage("record"):
+            event_id, verdict = await run_in_threadpool(
+                lambda: services.store.record_access(
+                    at=now, gate_id=gate_id, verdict=look.verdict, resident_id=match and match.resident_id,
+                    resident_name=match and match.name, similarity=match and match.similarity,
+                    latency_ms=(time.perf_counter() - started) * 1000, crop_jpeg=look.crop_jpeg))
+    except Exception:
+        log.exception("recording the access decision at gate %d failed; denying", gate_id)
+        event_id, verdict = None, ERROR
+    services.metrics.decisions.labels(str(gate_id), verdict.decision, verdict.reason).inc()
+    return AccessDecision(
+        decision=verdict.decision, reason=verdict.reason, event_id=event_id,
+        resident=None if match is None or verdict.reason == "error" else ResidentRef(id=match.resident_id,
+                                                                                     name=match.name),
+        similarity=None if match is None else round(match.similarity, 4))

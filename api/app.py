@@ -1,0 +1,92 @@
+"""The gate service as an ASGI app: create_app(settings) wires the routers; the lifespan loads
+the models and opens the stores once per process."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import access, events, gates, health, identify, keys, metrics, residents
+from api.errors import install as install_errors
+from api.metrics import Metrics, RequestTimer
+from api.ratelimit import RateLimiter
+from api.services import Services
+from api.settings import Settings
+from api.uploads import BodyLimit
+from gates.gallery import DB_NAME, Gallery
+from gates.service_store import ServiceStore
+from vision.faces import FaceAnalyzer
+
+log = logging.getLogger(__name__)
+
+
+def _open_services(settings: Settings, metrics: Metrics, analyzer: FaceAnalyzer | None) -> Services:
+    import faiss
+
+    from models import registry
+    from vision.faces import build_analyzer
+
+    faiss.omp_set_num_threads(1)  # gallery search is tiny; FAISS's thread pool would only fight ORT's
+    if analyzer is None:
+        analyzer = build_analyzer(settings.pack, min_face_size=settings.min_face_size)
+    entry = registry.get_entry(registry.get_pack(settings.pack).embedder)
+    threshold = entry.accept_threshold if settings.accept_threshold is None else settings.accept_threshold
+    margin = entry.margin if settings.margin is None else settings.margin
+    if threshold is None or margin is None:
+        raise ValueError(f"model {entry.id} has no calibrated threshold; set GATEWATCH_ACCEPT_THRESHOLD "
+                         "and GATEWATCH_MARGIN")
+    gallery = Gallery.open(settings.data_dir, analyzer.model_id, analyzer.embedder.dim,
+                           accept_threshold=threshold, margin=margin)
+    try:
+        store = ServiceStore(settings.data_dir / DB_NAME, analyzer.model_id)
+        _bootstrap_admin(settings, store)
+    except BaseException:
+        gallery.close()
+        raise
+    metrics.watch_templates(gallery.count_templates)
+    return Services(settings=settings, analyzer=analyzer, gallery=gallery, store=store, metrics=metrics,
+                    limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+                    face_pool=ThreadPoolExecutor(settings.face_workers, thread_name_prefix="faces"))
+
+
+def _bootstrap_admin(settings: Settings, store: ServiceStore) -> None:
+    """The configured admin key, or, on a fresh data dir, a generated one shown this once."""
+    if settings.admin_key is not None:
+        store.ensure_admin_key(settings.admin_key.get_secret_value())
+    elif not store.has_admin_key():
+        _, key = store.create_key("admin")
+        print(f"\n  gatewatch: created the first admin API key (shown only now, store it safely):\n\n"
+              f"    {key}\n\n  Send it as X-API-Key. Set GATEWATCH_ADMIN_KEY to choose your own.\n",
+              flush=True)
+
+
+def create_app(settings: Settings, *, analyzer: FaceAnalyzer | None = None) -> FastAPI:
+    """`analyzer`: an already built one to share (tests build it once per session)."""
+    app_metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = _open_services(settings, app_metrics, analyzer)
+        app.state.services = services
+        log.info("gatewatch serving %s with %s (%d templates)", settings.data_dir, services.analyzer.model_id,
+                 services.gallery.count_templates())
+        try:
+            yield
+        finally:
+            services.face_pool.shutdown(wait=True, cancel_futures=True)
+            services.store.close()
+            services.gallery.close()
+
+    app = FastAPI(title="gatewatch", version="1", lifespan=lifespan,
+                  description="Face-recognition gates: gate controllers ask unlock or deny; operators enrol "
+                              "residents and set who may pass where; every decision is recorded.")
+    install_errors(app)
+    for module in (keys, gates, residents, access, identify, events, health, metrics):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(RequestTimer, metrics=app_metrics)
+    return app

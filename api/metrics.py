@@ -1,0 +1,89 @@
+"""Prometheus metrics: request latency, decisions by reason, and where the time of a decision goes.
+
+Each app has its own registry, so several apps in one process (tests) do not share counters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Gate decisions should take tens of milliseconds; uploads and enrolments up to seconds.
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Histogram("gatewatch_http_request_duration_seconds", "HTTP request latency",
+                                  ["method", "route", "status"], buckets=_LATENCY_BUCKETS,
+                                  registry=self.registry)
+        self.decisions = Counter("gatewatch_access_decisions_total", "Gate decisions",
+                                 ["gate_id", "decision", "reason"], registry=self.registry)
+        self.stages = Histogram("gatewatch_stage_duration_seconds",
+                                "Time per stage of an access decision or enrolment",
+                                ["stage"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.templates = Gauge("gatewatch_gallery_templates", "Face templates in the gallery",
+                               registry=self.registry)
+
+    def watch_templates(self, count: Callable[[], float]) -> None:
+        self.templates.set_function(count)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages.labels(name).observe(time.perf_counter() - started)
+
+
+class RequestTimer:
+    """ASGI middleware timing every HTTP request by route template (not raw path: ids would
+    explode the label set)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            self.metrics.requests.labels(scope["method"], getattr(route, "path", "unmatched"),
+                                         str(status)).observe(time.perf_counter() - started)
+
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics",
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.services.metrics.registry),
+                    media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,206 @@
+"""Request and response bodies of the API: what the OpenAPI document promises."""
+
+from __future__ import annotations
+
+from datetime import time
+from typing import Annotated, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from gates.access import DecisionKind, Reason
+from gates.rules import PersonKind
+from gates.service_store import GateKind, Role
+
+API_PREFIX = "/api/v1"
+MAX_ID = 2**63 - 1
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+# No control characters: a NUL would end the text for SQLite's own checks, others garble logs.
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200,
+                                        pattern=r"^[^\x00-\x1f\x7f]+$")]
+Day = Annotated[int, Field(ge=0, le=6, description="0 = Monday ... 6 = Sunday")]
+
+
+class Strict(BaseModel):
+    """Request bodies: an unknown field is a typo to report, not something to drop silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- keys ---------------------------------------------------------------------------------------
+
+class KeyCreate(Strict):
+    role: Role
+    gate_id: Id | None = Field(None, description="required for, and only for, role gate")
+
+    @model_validator(mode="after")
+    def _gate_for_gate_keys(self) -> KeyCreate:
+        if (self.role == "gate") != (self.gate_id is not None):
+            raise ValueError("gate_id is required for a gate key and not allowed for other roles")
+        return self
+
+
+class KeyOut(BaseModel):
+    id: int
+    role: Role
+    gate_id: int | None
+    prefix: str = Field(description="the key's first characters, to tell keys apart")
+    created_at: str
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="the key itself; shown only in this response")
+
+
+# --- gates --------------------------------------------------------------------------------------
+
+class GateCreate(Strict):
+    name: Name
+    building: Name | None = None
+    kind: GateKind
+
+
+class GateOut(BaseModel):
+    id: int
+    name: str
+    building: str | None
+    kind: GateKind
+    created_at: str
+
+
+class GateCreated(GateOut):
+    api_key: str = Field(description="the gate controller's key; shown only in this response")
+
+
+# --- residents, visitors, blocked faces ---------------------------------------------------------
+
+class Window(Strict):
+    days: list[Day] = Field(min_length=1, max_length=7)
+    start: time = Field(description="local time of the compound, HH:MM")
+    end: time = Field(description="after start; split a window past midnight in two")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _local(cls, value: time) -> time:
+        if value.tzinfo is not None:
+            raise ValueError("window times are the compound's local time, without an offset")
+        return value
+
+
+class ResidentCreate(Strict):
+    name: Name
+    unit: Name | None = None
+    kind: PersonKind = Field("resident", description="visitor: a pass; blocked: never unlocks, alerts")
+    allowed_gates: list[Id] | None = Field(None, max_length=1000, description="null: every gate")
+    schedule: list[Window] = Field([], max_length=50, description="empty: at any time")
+    valid_from: AwareDatetime | None = None
+    valid_until: AwareDatetime | None = None
+    entries_left: int | None = Field(None, ge=0, le=1_000_000, description="visitor passes: entries left")
+
+
+class ResidentPatch(Strict):
+    """Fields sent replace the stored ones; fields left out are kept."""
+
+    name: Name | None = None
+    unit: Name | None = None
+    kind: PersonKind | None = None
+    allowed_gates: list[Id] | None = Field(None, max_length=1000)
+    schedule: list[Window] | None = Field(None, max_length=50)
+    valid_from: AwareDatetime | None = None
+    valid_until: AwareDatetime | None = None
+    entries_left: int | None = Field(None, ge=0, le=1_000_000)
+
+
+class ResidentOut(BaseModel):
+    id: int
+    name: str
+    unit: str | None
+    kind: PersonKind
+    allowed_gates: list[int] | None
+    schedule: list[Window]
+    valid_from: str | None
+    valid_until: str | None
+    entries_left: int | None
+    face_ids: list[int]
+    created_at: str
+
+
+class Quality(BaseModel):
+    score: float
+    face_px: float
+    sharpness: float
+    yaw: float
+    roll_deg: float
+
+
+class FaceCreated(BaseModel):
+    face_id: int
+    quality: Quality
+
+
+# --- the gate -----------------------------------------------------------------------------------
+
+class ResidentRef(BaseModel):
+    id: int
+    name: str
+
+
+class AccessDecision(BaseModel):
+    decision: DecisionKind
+    reason: Reason
+    resident: ResidentRef | None
+    similarity: float | None
+    event_id: int | None = Field(description="null only if even the event could not be stored")
+
+
+class MatchOut(BaseModel):
+    resident_id: int
+    name: str
+    similarity: float
+
+
+class FaceFound(BaseModel):
+    box: list[float] = Field(min_length=4, max_length=4, description="x1, y1, x2, y2 in pixels")
+    score: float
+    landmarks: list[list[float]] = Field(description="five (x, y) points: eyes, nose, mouth corners")
+    match: MatchOut | None
+
+
+class Identified(BaseModel):
+    faces: list[FaceFound]
+
+
+# --- record and health --------------------------------------------------------------------------
+
+class EventOut(BaseModel):
+    id: int
+    at: str
+    gate_id: int
+    decision: DecisionKind
+    reason: Reason
+    resident_id: int | None
+    resident_name: str | None
+    similarity: float | None
+    latency_ms: float
+    alert: bool
+    crop_url: str | None = Field(description="the stored face crop, when crop retention is on")
+
+
+class EventPage(BaseModel):
+    events: list[EventOut]
+    next_cursor: str | None = Field(description="pass as cursor for older events; null at the end")
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    model_id: str
+    models_loaded: bool
+    gallery_templates: int
+    db_ok: bool

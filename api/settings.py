@@ -1,0 +1,130 @@
+"""The service's settings: defaults that run on a fresh machine, overridden by a config file in the
+data dir (gatewatch.yaml or gatewatch.toml), then by GATEWATCH_* environment variables, then by
+command-line options. Validated once at start, so a typo stops the service with a message naming
+the setting instead of surfacing as a wrong decision at the gate.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gatewatch.cli import DEFAULT_DATA_DIR
+from vision.images import MAX_PIXELS
+
+CONFIG_NAMES = ("gatewatch.yaml", "gatewatch.yml", "gatewatch.toml")
+MiB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """Settings that cannot start the service; the message lists every problem and its source."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWATCH_", extra="forbid", frozen=True)
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    pack: str = "open"
+    min_face_size: int = Field(40, ge=12, le=1000, description="smallest face to detect, pixels")
+    accept_threshold: float | None = Field(None, ge=-1.0, le=1.0,
+                                           description="override of the pack's calibrated threshold")
+    margin: float | None = Field(None, ge=0.0, le=2.0, description="override of the pack's calibrated margin")
+    admin_key: SecretStr | None = Field(None, description="bootstraps this admin key; else one is generated")
+    max_upload_bytes: int = Field(8 * MiB, ge=1024, le=64 * MiB)
+    max_pixels: int = Field(25_000_000, ge=4096, le=MAX_PIXELS)
+    face_workers: int = Field(1, ge=1, le=64,
+                              description="photos analysed at once; each already uses every core")
+    rate_limit_per_minute: int = Field(600, ge=1, description="sustained requests per API key")
+    rate_limit_burst: int = Field(100, ge=1, description="requests a key may send at once")
+    retain_crops: bool = Field(False, description="store the face crop of every access event")
+    timezone: str | None = Field(None, description="IANA zone of the time windows; default: the host's")
+
+    @field_validator("pack")
+    @classmethod
+    def _known_pack(cls, value: str) -> str:
+        from models.registry import PACKS
+
+        if value not in PACKS:
+            raise ValueError(f"unknown model pack {value!r}; known: {', '.join(sorted(PACKS))}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r} (use an IANA name such as "
+                                 "Asia/Shanghai)") from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo | None:
+        """None: the host's local zone."""
+        return ZoneInfo(self.timezone) if self.timezone else None
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        data_dir = getattr(init_settings, "init_kwargs", {}).get("data_dir")
+        return init_settings, env_settings, _ConfigFile(settings_cls, data_dir)
+
+
+class _ConfigFile(PydanticBaseSettingsSource):
+    """The config file of the data dir the other sources name (the file cannot name its own dir)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data_dir: Path | str | None) -> None:
+        super().__init__(settings_cls)
+        self.data_dir = Path(data_dir or os.environ.get("GATEWATCH_DATA_DIR") or DEFAULT_DATA_DIR)
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ reads the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        found = [self.data_dir / name for name in CONFIG_NAMES if (self.data_dir / name).is_file()]
+        if not found:
+            return {}
+        if len(found) > 1:
+            raise SettingsError(f"several config files in {self.data_dir}: "
+                                f"{', '.join(p.name for p in found)}; keep one")
+        path = found[0]
+        try:
+            text = path.read_text(encoding="utf-8")
+            values = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+            raise SettingsError(f"{path}: cannot read it: {exc}") from None
+        if values is None:
+            return {}
+        if not isinstance(values, dict):
+            raise SettingsError(f"{path}: expected a mapping of setting names to values")
+        if "data_dir" in values:
+            raise SettingsError(f"{path}: data_dir cannot be set from the config file inside it")
+        return values
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from every source, or SettingsError with one line per problem."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]) or "settings"
+            shown = "" if "key" in name else f"; got {error.get('input')!r}"
+            lines.append(f"  {name}: {error['msg']} (GATEWATCH_{name.upper()} or {name} in the config file"
+                         f"{shown})")
+        raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None
