@@ -12,6 +12,7 @@ from typing import Literal
 import numpy as np
 
 Overlap = Literal["union", "min"]
+_BLOCK_ROWS = 256
 
 
 def box_area(boxes: np.ndarray) -> np.ndarray:
@@ -20,11 +21,13 @@ def box_area(boxes: np.ndarray) -> np.ndarray:
 
 
 def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N,M) intersection areas of x1y1x2y2 boxes a (N,4) and b (M,4)."""
-    lo = np.maximum(a[:, None, 0:2], b[None, :, 0:2])
-    hi = np.minimum(a[:, None, 2:4], b[None, :, 2:4])
-    wh = np.clip(hi - lo, 0, None)
-    return wh[..., 0] * wh[..., 1]
+    """(N,M) intersection areas of x1y1x2y2 boxes a (N,4) and b (M,4).
+
+    One coordinate at a time: broadcasting over a trailing axis of 2 is ~10x slower in numpy.
+    """
+    width = np.minimum(a[:, 2:3], b[:, 2]) - np.maximum(a[:, 0:1], b[:, 0])
+    height = np.minimum(a[:, 3:4], b[:, 3]) - np.maximum(a[:, 1:2], b[:, 1])
+    return np.clip(width, 0, None) * np.clip(height, 0, None)
 
 
 def overlap_matrix(a: np.ndarray, b: np.ndarray, mode: Overlap = "union") -> np.ndarray:
@@ -49,13 +52,19 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: Overlap =
     """Indices of the boxes kept by greedy suppression, best score first.
 
     A box is dropped when its overlap with an already kept, higher-scoring box exceeds threshold.
+    Overlaps are computed a block of rows at a time, so the Python loop only does a boolean OR
+    per kept box while memory stays bounded when P-net floods a level with thousands of boxes.
     """
-    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     order = np.argsort(-np.asarray(scores, np.float32).reshape(-1), kind="stable")
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)[order]
+    suppressed = np.zeros(len(boxes), dtype=bool)
     keep: list[int] = []
-    while order.size:
-        best, rest = order[0], order[1:]
-        keep.append(int(best))
-        overlap = overlap_matrix(boxes[best:best + 1], boxes[rest], mode)[0]
-        order = rest[overlap <= threshold]
-    return np.asarray(keep, dtype=np.int64)
+    for start in range(0, len(boxes), _BLOCK_ROWS):
+        # Rows only for boxes still alive, columns only for boxes not yet decided.
+        live = start + np.flatnonzero(~suppressed[start:start + _BLOCK_ROWS])
+        rows = overlap_matrix(boxes[live], boxes[start:], mode) > threshold
+        for index, row in zip(live.tolist(), rows, strict=True):
+            if not suppressed[index]:
+                keep.append(index)
+                suppressed[start:] |= row
+    return order[np.asarray(keep, dtype=np.int64)]
