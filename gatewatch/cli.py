@@ -186,14 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_cmd_serve)
 
-    try:
-        from vision.analyze import add_analyze_arguments, run_analyze
-    except ImportError:  # the video analysis module is optional while it is being built
-        pass
-    else:
-        analyze = sub.add_parser("analyze", help="run a camera's role over a video file")
-        add_analyze_arguments(analyze)
-        analyze.set_defaults(func=run_analyze)
+    from vision.analyze import add_analyze_arguments, run_analyze
+
+    analyze = sub.add_parser("analyze", help="run a camera's role over a video file (facade: throw detection)")
+    add_analyze_arguments(analyze)
+    analyze.set_defaults(func=run_analyze)
     return parser
 
 

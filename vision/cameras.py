@@ -124,7 +124,9 @@ def load_camera(path: str | Path) -> CameraConfig:
     except yaml.YAMLError as exc:
         raise CameraConfigError(f"camera file {path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
-        raise CameraConfigError(f"camera file {path}: expected a mapping of settings, got {type(data).__name__}")
+        raise CameraConfigError(
+            f"camera file {path}: expected a mapping of settings, got {type(data).__name__}"
+        )
     try:
         return CameraConfig.model_validate(data)
     except ValidationError as exc:

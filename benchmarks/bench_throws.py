@@ -1,0 +1,220 @@
+"""Score the throw detector on generated scenarios: tuning seeds and held-out seeds, separately.
+
+    python -m benchmarks.bench_throws [--n 40] [--width 1280 --height 720] [--fa-minutes 20]
+
+Prints the detection rate by object size and by floor band, floor/column error, duplicates and
+false alarms per hour (on distractor-only scenes and on the throw scenes' non-throw time), once
+for the seeds the detector was tuned on and once for seeds it never saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.throw_scenarios import (
+    ALL_DISTRACTORS,
+    HELDOUT_SEEDS,
+    TUNING_SEEDS,
+    Scenario,
+    ThrowTruth,
+    make_scenario,
+)
+from vision.throws import ThrowDetector, ThrowEvent
+
+SIZE_BINS = ((2, 5), (5, 10), (10, 20), (20, 31))
+FLOOR_BINS = ((2, 5), (6, 10), (11, 20), (21, 40))
+REAL_CLIPS_DIR = (
+    Path(os.environ.get("GATEWATCH_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data/video"
+)
+
+
+@dataclass
+class ScenarioResult:
+    scenario: Scenario
+    events: list[ThrowEvent]
+    matched: list[tuple[ThrowTruth, ThrowEvent | None]] = field(default_factory=list)
+    false_alarms: list[ThrowEvent] = field(default_factory=list)
+    duplicates: int = 0
+    seconds: float = 0.0
+
+
+def run_scenario(scenario: Scenario, frames, detector_kwargs: dict | None = None) -> ScenarioResult:
+    cam = scenario.camera()
+    det = ThrowDetector(
+        cam.facade, (scenario.width, scenario.height), scenario.fps, cam.id, **(detector_kwargs or {})
+    )
+    t0 = time.perf_counter()
+    events: list[ThrowEvent] = []
+    for i, frame in enumerate(frames):
+        events += det.process(frame, i)
+    events += det.finish()
+    result = ScenarioResult(scenario, events, seconds=time.perf_counter() - t0)
+    match(result)
+    return result
+
+
+def match(result: ScenarioResult) -> None:
+    """An event matches a throw when their frame spans overlap; extra matches are duplicates."""
+    used: set[int] = set()
+    for truth in result.scenario.throws:
+        hits = [
+            k
+            for k, e in enumerate(result.events)
+            if e.start_frame <= truth.end_frame + 2 and e.end_frame >= truth.release_frame - 2
+        ]
+        first = next((k for k in hits if k not in used), None)
+        result.matched.append((truth, None if first is None else result.events[first]))
+        if first is not None:
+            used.add(first)
+            result.duplicates += sum(1 for k in hits if k not in used)
+            used.update(hits)
+    result.false_alarms = [e for k, e in enumerate(result.events) if k not in used]
+
+
+def throw_suite(seeds, n: int, width: int, height: int, real_every: int = 4) -> list[tuple[Scenario, object]]:
+    """Throw scenes: mostly drawn facades with random distractors, every few on a real clip."""
+    clips = sorted(REAL_CLIPS_DIR.glob("*")) if REAL_CLIPS_DIR.exists() else []
+    out = []
+    for k, seed in enumerate(list(seeds)[:n]):
+        rng = np.random.default_rng(seed)
+        kinds = tuple(d for d in ALL_DISTRACTORS if rng.random() < 0.35)
+        background = str(clips[k % len(clips)]) if clips and k % real_every == real_every - 1 else None
+        out.append(
+            make_scenario(
+                seed,
+                width=width,
+                height=height,
+                duration_s=12,
+                n_throws=3,
+                distractors=kinds,
+                background=background,
+            )
+        )
+    return out
+
+
+def distractor_suite(seeds, minutes: float, width: int, height: int) -> list[tuple[Scenario, object]]:
+    out, total, per = [], 0.0, 30.0
+    for seed in seeds:
+        if total >= minutes * 60:
+            break
+        rng = np.random.default_rng(seed + 17)
+        kinds = tuple(d for d in ALL_DISTRACTORS if rng.random() < 0.6) or ("birds",)
+        out.append(
+            make_scenario(
+                seed + 50_000, width=width, height=height, duration_s=per, n_throws=0, distractors=kinds
+            )
+        )
+        total += per
+    return out
+
+
+def report(name: str, throw_results: list[ScenarioResult], fa_results: list[ScenarioResult]) -> dict:
+    pairs = [(t, e) for r in throw_results for t, e in r.matched]
+    print(f"\n=== {name} ===")
+    print(f"throws: {len(pairs)} in {len(throw_results)} scenes")
+
+    def rate(sel):
+        sel = list(sel)
+        return (sum(e is not None for _, e in sel), len(sel))
+
+    for lo, hi in SIZE_BINS:
+        d, n = rate((t, e) for t, e in pairs if lo <= t.size_px < hi)
+        print(f"  size {lo:>2}-{hi - 1:<2} px: {d}/{n} detected" + (f" = {100 * d / n:.1f} %" if n else ""))
+    for lo, hi in FLOOR_BINS:
+        d, n = rate((t, e) for t, e in pairs if lo <= t.floor <= hi and t.size_px >= 5)
+        print(f"  floor {lo:>2}-{hi:<2} (size>=5): {d}/{n}" + (f" = {100 * d / n:.1f} %" if n else ""))
+    big = [(t, e) for t, e in pairs if t.size_px >= 5]
+    d, n = rate(big)
+    det_rate = d / n if n else float("nan")
+    found = [(t, e) for t, e in pairs if e is not None]
+    ferr = np.array([e.floor - t.floor for t, e in found])
+    cerr = np.array([e.column - t.column for t, e in found])
+    print(f"  detection rate size>=5 px: {d}/{n} = {100 * det_rate:.1f} %")
+    if len(found):
+        print(
+            f"  floor exact {100 * np.mean(ferr == 0):.1f} %, "
+            f"within +-1 {100 * np.mean(np.abs(ferr) <= 1):.1f} %, "
+            f"mean abs err {np.mean(np.abs(ferr)):.2f}, bias {np.mean(ferr):+.2f}"
+        )
+        print(
+            f"  column exact {100 * np.mean(cerr == 0):.1f} %, "
+            f"within +-1 {100 * np.mean(np.abs(cerr) <= 1):.1f} %"
+        )
+        rel = np.array([e.release_frame - t.release_frame for t, e in found])
+        print(f"  release time error: median {np.median(np.abs(rel)) / 25:.3f} s")
+    dups = sum(r.duplicates for r in throw_results)
+    fa_throw = sum(len(r.false_alarms) for r in throw_results)
+    hours_t = sum(r.scenario.n_frames / r.scenario.fps for r in throw_results) / 3600
+    fa = sum(len(r.false_alarms) for r in fa_results)
+    hours = sum(r.scenario.n_frames / r.scenario.fps for r in fa_results) / 3600
+    print(f"  duplicates: {dups}; false alarms in throw scenes: {fa_throw} ({hours_t * 60:.1f} min)")
+    if fa_results:
+        print(f"  distractor-only: {fa} false alarms in {hours * 60:.1f} min = {fa / hours:.2f} per hour")
+    return {
+        "detection": det_rate,
+        "floor_exact": float(np.mean(ferr == 0)) if len(found) else 0.0,
+        "false_alarms": fa,
+    }
+
+
+def run_suite(suite, label: str) -> list[ScenarioResult]:
+    results = []
+    t0 = time.perf_counter()
+    for sc, frames in suite:
+        results.append(run_scenario(sc, frames))
+    print(f"[{label}: {len(results)} scenes in {time.perf_counter() - t0:.0f} s]", flush=True)
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=40, help="throw scenes per seed set")
+    ap.add_argument("--width", type=int, default=1280)
+    ap.add_argument("--height", type=int, default=720)
+    ap.add_argument("--fa-minutes", type=float, default=15.0, help="distractor-only minutes per seed set")
+    ap.add_argument("--only", choices=["tuning", "heldout"], default=None)
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args()
+    for name, seeds in (("tuning seeds", TUNING_SEEDS), ("held-out seeds", HELDOUT_SEEDS)):
+        if args.only and not name.startswith(args.only[:4]):
+            continue
+        throws = run_suite(throw_suite(seeds, args.n, args.width, args.height), "throw scenes")
+        fas = run_suite(
+            distractor_suite(seeds, args.fa_minutes, args.width, args.height), "distractor scenes"
+        )
+        if args.verbose:
+            for r in throws + fas:
+                for t, e in r.matched:
+                    if e is None or e.floor != t.floor:
+                        print(
+                            f"   seed {r.scenario.seed} {r.scenario.background[-30:]} "
+                            f"{r.scenario.distractors} "
+                            f"truth f{t.floor} c{t.column} size {t.size_px:.1f} light {t.light} "
+                            f"frames {t.release_frame}-{t.end_frame} -> "
+                            + (
+                                "MISSED"
+                                if e is None
+                                else f"f{e.floor} c{e.column} v={e.v:.2f} {e.start_frame}"
+                            )
+                        )
+                for e in r.false_alarms:
+                    print(
+                        f"   seed {r.scenario.seed} {r.scenario.distractors} "
+                        f"FALSE ALARM f{e.floor} c{e.column} "
+                        f"frames {e.start_frame}-{e.end_frame} acc {e.accel_ratio:.2f}"
+                    )
+        report(name, throws, fas)
+
+
+if __name__ == "__main__":
+    main()

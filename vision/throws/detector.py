@@ -1,0 +1,143 @@
+"""The throw pipeline for one facade camera: motion -> ballistic tracks -> physics -> origin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vision.cameras import FacadeSettings
+from vision.facade import FacadeCalibration
+from vision.motion import MotionFrame, MotionParams, MotionSegmenter
+from vision.throws.events import ThrowEvent
+from vision.throws.origin import estimate_origin
+from vision.throws.physics import PhysicsParams, PhysicsVerdict, fit_track, judge, trim_head
+from vision.throws.tracker import BallisticTracker, Track, TrackerParams
+
+
+@dataclass(frozen=True)
+class DetectorParams:
+    # Processing at most this many pixels of the watched region per frame keeps 1080p25 within one
+    # core; larger regions (4K) are downscaled by 2 (an exact factor: OpenCV's fast path).
+    max_pixels: int = 2_100_000
+    merge_gap_frames: int = 12  # a track resumed this soon after an event is the same throw
+
+
+class ThrowDetector:
+    """Feed frames in order; get ThrowEvents when a falling object's track ends."""
+
+    def __init__(
+        self,
+        facade: FacadeSettings,
+        frame_size: tuple[int, int],
+        fps: float,
+        camera_id: str = "",
+        params: DetectorParams | None = None,
+        motion: MotionParams | None = None,
+        tracker: TrackerParams | None = None,
+        physics: PhysicsParams | None = None,
+    ) -> None:
+        self.p = params or DetectorParams()
+        self.fps = float(fps) if fps and fps > 0 else 25.0
+        self.camera_id = camera_id
+        self.calib = FacadeCalibration.from_settings(facade, frame_size)
+        zones = [self._scaled(z.polygon, facade, frame_size) for z in facade.mask_zones]
+        self.roi = self.calib.region_mask(frame_size, zones)
+        area = max(int(np.count_nonzero(self.roi)), 1)
+        ys, xs = np.nonzero(self.roi)
+        box = (xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1) if len(xs) else area
+        scale = 1.0
+        while box * scale * scale > self.p.max_pixels:
+            scale /= 2
+        self.motion = MotionSegmenter(self.roi, scale=scale, params=motion)
+        self.tracker = BallisticTracker(self.calib, self.fps, tracker)
+        self.physics = physics or PhysicsParams()
+        self.events: list[ThrowEvent] = []
+        self.rejected: list[tuple[Track, PhysicsVerdict]] = []
+        self.keep_rejected = False
+        self.last_motion: MotionFrame | None = None
+
+    @staticmethod
+    def _scaled(polygon: list, facade: FacadeSettings, frame_size: tuple[int, int]) -> np.ndarray:
+        pts = np.asarray(polygon, float)
+        if facade.image_size is not None:
+            pts = pts * [frame_size[0] / facade.image_size[0], frame_size[1] / facade.image_size[1]]
+        return pts
+
+    def process(self, frame: np.ndarray, index: int) -> list[ThrowEvent]:
+        self.last_motion = self.motion.apply(frame)
+        ended = self.tracker.step(index, self.last_motion.blobs)
+        return self._judge(ended)
+
+    def finish(self) -> list[ThrowEvent]:
+        return self._judge(self.tracker.flush())
+
+    def _judge(self, tracks: list[Track]) -> list[ThrowEvent]:
+        out = []
+        for track in tracks:
+            if len(track) < self.physics.min_points:
+                continue
+            track = trim_head(track, self.fps, min_points=self.physics.min_points)
+            fit = fit_track(track, self.fps, self.physics.early_window_s)
+            verdict = judge(track, fit, self.calib, self.physics)
+            if not verdict.is_throw:
+                if self.keep_rejected:
+                    self.rejected.append((track, verdict))
+                continue
+            if self._continues_previous(track):
+                continue
+            origin = estimate_origin(fit, self.calib)
+            tt = np.linspace(min(origin.release_frame - fit.frame0, 0) / self.fps, fit.t[-1], 40)
+            fitted = self.calib.to_image(
+                np.stack([fit.early_u.at(tt) if tt[-1] <= 1.0 else fit.u.at(tt), fit.v.at(tt)], 1)
+            )
+            event = ThrowEvent(
+                start_frame=track.frames[0],
+                end_frame=track.frames[-1],
+                release_frame=origin.release_frame,
+                release_time_s=origin.release_frame / self.fps,
+                floor=origin.floor,
+                column=origin.column,
+                u=origin.u,
+                v=origin.v,
+                sigma_floor=origin.sigma_floor,
+                sigma_column=origin.sigma_column,
+                confidence=verdict.confidence,
+                accel_ratio=verdict.accel_ratio,
+                camera_id=self.camera_id,
+                trajectory_px=[(f, x, y) for f, (x, y) in zip(track.frames, track.xy, strict=True)],
+                fitted_px=[(float(x), float(y)) for x, y in fitted],
+                release_xy=origin.release_xy,
+            )
+            self.events.append(event)
+            out.append(event)
+        return out
+
+    def _continues_previous(self, track: Track) -> bool:
+        """A track that overlaps or picks up where a reported throw's track was is that throw again.
+
+        A large or fast object can split into two blobs for a while, or be lost and found again;
+        either gives a second track along the same path.
+        """
+        for prev in self.events[-3:]:
+            gap = track.frames[0] - prev.end_frame
+            if gap > self.p.merge_gap_frames or track.frames[-1] < prev.start_frame:
+                continue
+            prev_pts = {f: (x, y) for f, x, y in prev.trajectory_px}
+            common = [k for k, f in enumerate(track.frames) if f in prev_pts]
+            if common:
+                d = [
+                    np.hypot(
+                        track.xy[k][0] - prev_pts[track.frames[k]][0],
+                        track.xy[k][1] - prev_pts[track.frames[k]][1],
+                    )
+                    for k in common
+                ]
+                if np.median(d) < 60:
+                    return True
+            elif gap > 0:
+                _, x, y = prev.trajectory_px[-1]
+                x1, y1 = track.xy[0]
+                if abs(x1 - x) < 80 and -10 < y1 - y < 40 * gap:
+                    return True
+        return False

@@ -1,0 +1,244 @@
+"""Is a track a falling body? Decided on the whole trajectory, in facade units.
+
+On the facade plane a thrown object follows v(t) = v0 + b t + a t^2 / 2 with a close to
+-g / floor height (less for light objects, whose drag grows with speed), and drifts sideways at
+a nearly constant rate. The distractors fail this in characteristic ways: birds fly level, rise,
+or curve (horizontal acceleration), glide at constant speed (a ~ 0); rain falls at terminal
+velocity (a ~ 0) and never links into long tracks; insects near the lens jump about (large
+residuals); laundry and curtains sway in place and lit windows do not move (no drop); street
+traffic stays at ground level and moves sideways.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vision.facade import FacadeCalibration
+from vision.throws.tracker import NOMINAL_FLOOR_H, G, Track
+
+
+@dataclass(frozen=True)
+class PhysicsParams:
+    min_points: int = 12
+    min_duration_s: float = 0.6  # a drop from the 2nd floor window lasts ~0.9 s
+    min_final_speed: float = (
+        0.5  # x g x duration (up to 1.2 s, drag caps it): a body falling that long is fast
+    )
+    min_drop_floors: float = 0.8
+    accel_min: float = 0.5  # fraction of g (drag on light objects lowers it)
+    accel_max: float = 1.7  # fraction of g (parallax and low floors raise the apparent value)
+    max_side_accel: float = 0.5  # horizontal / vertical acceleration
+    max_chi: float = 3.0  # rms of the residuals in units of their expected noise
+    max_rms_px: float = 2.5
+    min_density: float = 0.5  # detections per frame over the track's span
+    max_size_spread: float = 1.2  # std of log blob area: tumbling changes it, body parts more so
+    min_start_floor: float = 0.8  # tracks entirely at street level are people and cars
+    early_window_s: float = 1.0  # drag matters less early in a fall: test this window too
+
+
+@dataclass(frozen=True)
+class QuadraticFit:
+    """Weighted least-squares quadratic x(t) = c0 + c1 t + c2 t^2, with coefficient covariance."""
+
+    coef: np.ndarray
+    cov: np.ndarray
+    chi: float  # rms of normalised residuals
+
+    def at(self, t: np.ndarray | float) -> np.ndarray:
+        t = np.asarray(t, float)
+        return self.coef[0] + self.coef[1] * t + self.coef[2] * t * t
+
+    def sigma_at(self, t: float) -> float:
+        phi = np.array([1.0, t, t * t])
+        return float(np.sqrt(max(phi @ self.cov @ phi, 0.0)))
+
+
+def fit_quadratic(t: np.ndarray, x: np.ndarray, sigma: np.ndarray) -> QuadraticFit:
+    A = np.stack([np.ones_like(t), t, t * t], 1)
+    w = 1.0 / np.maximum(sigma, 1e-6)
+    coef, *_ = np.linalg.lstsq(A * w[:, None], x * w, rcond=None)
+    resid = (x - A @ coef) * w
+    dof = max(len(t) - 3, 1)
+    chi = float(np.sqrt(np.sum(resid**2) / dof))
+    normal = (A * w[:, None]).T @ (A * w[:, None])
+    cov = np.linalg.pinv(normal) * max(chi, 1.0) ** 2
+    return QuadraticFit(coef, cov, chi)
+
+
+@dataclass(frozen=True)
+class TrajectoryFit:
+    """Fits of a track in facade units; time in seconds from the track's first frame."""
+
+    t: np.ndarray
+    u: QuadraticFit
+    v: QuadraticFit
+    early_u: QuadraticFit
+    early_v: QuadraticFit
+    frame0: int
+    fps: float
+    local_chi: float  # worst rms normalised residual of quadratic fits over ~1 s windows
+
+
+def fit_track(track: Track, fps: float, early_window_s: float = 1.0) -> TrajectoryFit:
+    t = (np.asarray(track.frames, float) - track.frames[0]) / fps
+    uv = np.asarray(track.uv)
+    s = np.asarray(track.sigma_uv)
+    fu, fv = fit_quadratic(t, uv[:, 0], s[:, 0]), fit_quadratic(t, uv[:, 1], s[:, 1])
+    early = t <= t[0] + early_window_s
+    if early.sum() >= 6 and early.sum() < len(t):
+        eu = fit_quadratic(t[early], uv[early, 0], s[early, 0])
+        ev = fit_quadratic(t[early], uv[early, 1], s[early, 1])
+    else:
+        eu, ev = fu, fv
+    return TrajectoryFit(t, fu, fv, eu, ev, track.frames[0], fps, _local_chi(t, uv, s, early_window_s))
+
+
+def _local_chi(t: np.ndarray, uv: np.ndarray, s: np.ndarray, window_s: float) -> float:
+    """Smoothness over short windows: drag and wind bend a long fall away from one parabola,
+    but over a second any falling body is a parabola, while an insect or a chance chain of blobs
+    is not."""
+    windows = _windows(t, uv, s, window_s)
+    if not windows:
+        return max(fit_quadratic(t, uv[:, 0], s[:, 0]).chi, fit_quadratic(t, uv[:, 1], s[:, 1]).chi)
+    return max(max(f.chi for f in fits) for _, fits in windows)
+
+
+def _windows(t: np.ndarray, uv: np.ndarray, s: np.ndarray, window_s: float) -> list:
+    """(selection, (u fit, v fit)) for overlapping windows of ``window_s`` covering the track."""
+    if t[-1] <= 1.5 * window_s:
+        sel = np.ones(len(t), bool)
+        return [(sel, (fit_quadratic(t, uv[:, 0], s[:, 0]), fit_quadratic(t, uv[:, 1], s[:, 1])))]
+    out = []
+    for start in np.arange(0.0, t[-1] - window_s / 2, window_s / 2):
+        sel = (t >= start) & (t <= start + window_s)
+        if sel.sum() >= 6:
+            out.append((sel, tuple(fit_quadratic(t[sel], uv[sel, k], s[sel, k]) for k in (0, 1))))
+    if not out:
+        sel = np.ones(len(t), bool)
+        out.append((sel, (fit_quadratic(t, uv[:, 0], s[:, 0]), fit_quadratic(t, uv[:, 1], s[:, 1]))))
+    return out
+
+
+def local_rms_px(track: Track, fit: TrajectoryFit, calib: FacadeCalibration, window_s: float) -> float:
+    """Worst rms pixel residual over ~1 s windows: an insect's jumps, whatever its blob size."""
+    xy = np.asarray(track.xy)
+    uv = np.asarray(track.uv)
+    worst = 0.0
+    for sel, (fu, fv) in _windows(fit.t, uv, np.asarray(track.sigma_uv), window_s):
+        fitted = calib.to_image(np.stack([fu.at(fit.t[sel]), fv.at(fit.t[sel])], 1))
+        worst = max(worst, float(np.sqrt(np.mean(np.sum((xy[sel] - fitted) ** 2, 1)))))
+    return worst
+
+
+def trim_head(track: Track, fps: float, max_drop: int = 12, min_points: int = 8) -> Track:
+    """Drop leading detections that do not belong to the fall.
+
+    A track can begin on something else (a bird, a pedestrian's head, a lit window) and then be
+    handed to the falling object as it passes; those first points would put the origin on the
+    wrong floor. Points are dropped from the front while the first one sits far (> 4 sigma) off
+    the parabola fitted to the next second of the track.
+    """
+    start = 0
+    while start < max_drop and len(track) - start > min_points:
+        t = (np.asarray(track.frames[start:], float) - track.frames[start]) / fps
+        uv = np.asarray(track.uv[start:])
+        s = np.asarray(track.sigma_uv[start:])
+        sel = t <= 1.0
+        sel[0] = False  # judge the first point by the others
+        if sel.sum() < 6:
+            break
+        fu = fit_quadratic(t[sel], uv[sel, 0], s[sel, 0])
+        fv = fit_quadratic(t[sel], uv[sel, 1], s[sel, 1])
+        ru = (uv[0, 0] - fu.at(0.0)) / np.hypot(s[0, 0], fu.sigma_at(0.0))
+        rv = (uv[0, 1] - fv.at(0.0)) / np.hypot(s[0, 1], fv.sigma_at(0.0))
+        if np.hypot(ru, rv) <= 4.0 * max(fu.chi, fv.chi, 1.0):
+            break
+        start += 1
+    if start == 0:
+        return track
+    return Track(
+        track.id,
+        track.frames[start:],
+        track.xy[start:],
+        track.uv[start:],
+        track.sigma_uv[start:],
+        track.size[start:],
+    )
+
+
+@dataclass(frozen=True)
+class PhysicsVerdict:
+    is_throw: bool
+    reason: str
+    accel_ratio: float  # fitted downward acceleration / (g / nominal floor height)
+    drop_floors: float
+    chi: float
+    confidence: float
+
+
+def judge(track: Track, fit: TrajectoryFit, calib: FacadeCalibration, p: PhysicsParams) -> PhysicsVerdict:
+    """Accept a track as a throw only if every physical test passes; say which one failed."""
+    a_nom = G / NOMINAL_FLOOR_H
+    n = len(track)
+    duration = fit.t[-1]
+    v_fit = fit.v.at(fit.t)
+    drop = float(v_fit.max() - v_fit[-1])
+    ratios = [-2 * f.coef[2] / a_nom for f in (fit.v, fit.early_v)]
+    ratio = max(ratios, key=lambda r: -abs(r - 1.0))
+    chi = fit.local_chi
+
+    def verdict(ok: bool, reason: str) -> PhysicsVerdict:
+        conf = 0.0
+        if ok:
+            conf = float(
+                np.clip(
+                    0.5
+                    + 0.25 * min(n / 20, 1)
+                    + 0.25 * np.exp(-(((ratio - 1) / 0.5) ** 2))
+                    - 0.05 * max(chi - 1.5, 0),
+                    0.05,
+                    0.99,
+                )
+            )
+        return PhysicsVerdict(ok, reason, float(ratio), drop, chi, conf)
+
+    if n < p.min_points * min(fit.fps / 25.0, 1.0) or duration < p.min_duration_s:
+        return verdict(False, f"too short ({n} points, {duration:.2f} s)")
+    # A falling object is seen in most frames of its fall; chains of scattered blobs (body parts
+    # of a crowd, rain) that happen to line up are seen in few.
+    density = n / (duration * fit.fps + 1)
+    if density < p.min_density:
+        return verdict(False, f"sparse ({density:.2f} of frames)")
+    sizes = np.asarray(track.size)
+    size_spread = float(np.std(np.log(sizes[:, 0] * sizes[:, 1])))
+    if size_spread > p.max_size_spread:
+        return verdict(False, f"size unstable ({size_spread:.2f})")
+    if max(v for _, v in track.uv) < p.min_start_floor:
+        return verdict(False, "street level")
+    if drop < p.min_drop_floors:
+        return verdict(False, f"drop {drop:.2f} floors")
+    if not any(p.accel_min <= r <= p.accel_max for r in ratios):
+        return verdict(False, f"acceleration {ratios[0]:.2f}/{ratios[1]:.2f} g")
+    if abs(fit.u.coef[2]) > p.max_side_accel * abs(fit.v.coef[2]) + 3 * np.sqrt(fit.u.cov[2, 2]):
+        return verdict(False, "curving sideways")
+    if chi > p.max_chi:
+        return verdict(False, f"erratic (chi {chi:.1f})")
+    # The same in pixels, where a blurred insect's jumps are obvious whatever its blob size.
+    rms_px = local_rms_px(track, fit, calib, p.early_window_s)
+    size = float(np.median(np.min(np.asarray(track.size), 1)))
+    if rms_px > max(p.max_rms_px, 0.2 * size):
+        return verdict(False, f"erratic ({rms_px:.1f} px rms)")
+    # The speed must grow downward: the last third falls faster than the first third.
+    k = max(n // 3, 2)
+    speed_first = -(v_fit[k] - v_fit[0]) / max(fit.t[k] - fit.t[0], 1e-6)
+    speed_last = -(v_fit[-1] - v_fit[-1 - k]) / max(fit.t[-1] - fit.t[-1 - k], 1e-6)
+    if speed_last <= speed_first or speed_last <= 0:
+        return verdict(False, "not accelerating downward")
+    # People walking towards the camera also drift down the image and can look uniformly
+    # accelerated over a few frames; they never reach the speed of a body that fell that long.
+    final_speed = -float(fit.v.coef[1] + 2 * fit.v.coef[2] * fit.t[-1])
+    if final_speed < p.min_final_speed * a_nom * min(duration, 1.2):
+        return verdict(False, f"too slow at the end ({final_speed:.2f} floors/s)")
+    return verdict(True, "ballistic")
