@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.face_accuracy import embed_people, leave_one_out_rank1, load_people, two_fold_open_set
+from benchmarks.face_accuracy import calibrate, embed_people, leave_one_out_rank1, load_people, two_fold_open_set
 from models import registry
 from vision.faces import FaceAnalyzer, build_analyzer
 
@@ -53,13 +53,29 @@ def test_open_set_on_faces(faces_samples, analyzer: FaceAnalyzer) -> None:
     assert result.genuine_wrong == 0
 
 
-def test_east_asian_figures_are_measured_and_never_open_for_a_stranger(east_asian_samples,
-                                                                        analyzer: FaceAnalyzer) -> None:
-    """README reports these; the hard floor here is safety: at the calibrated threshold, photos of
-    never-enrolled East Asian people are (almost) never accepted as a resident."""
-    accept, margin = _thresholds()
+def test_east_asian_rank1_and_the_strict_threshold(east_asian_samples, analyzer: FaceAnalyzer) -> None:
+    """dlib's embedder crowds East Asian faces: closed-set ranking holds, but the open-set threshold
+    calibrated on faces/ lets strangers in (README's table). The registry's strict threshold keeps
+    never-enrolled people out, at the cost of the match rate."""
     rank1, probes = leave_one_out_rank1(east_asian_samples)
     assert probes >= 60
-    assert rank1 >= 0.80
-    result = two_fold_open_set(east_asian_samples, analyzer.model_id, accept, margin)
-    assert result.impostor_accept_rate <= 0.02
+    assert rank1 >= 0.97
+    entry = registry.get_entry("dlib_resnet_v1")
+    result = two_fold_open_set(east_asian_samples, analyzer.model_id, entry.strict_accept_threshold, entry.margin)
+    assert result.impostor_accept_rate <= 0.01
+    assert result.genuine_wrong == 0
+    assert result.genuine_match_rate >= 0.5
+
+
+def test_an_arcface_format_model_closes_the_east_asian_gap(faces_dir: Path, east_asian_dir: Path,
+                                                           shared_models: Path) -> None:
+    """The plug-in path for ArcFace-format files (insightface's loader), with the MobileFaceNet test
+    fixture: thresholds calibrated on faces/ only, then applied unchanged to faces_east_asian/."""
+    analyzer = build_analyzer("open", embedder_path=shared_models / "fixture_mobilefacenet_128d.onnx")
+    accept, margin, rate = calibrate(embed_people(analyzer, load_people(faces_dir)))
+    assert rate >= 0.95
+    result = two_fold_open_set(embed_people(analyzer, load_people(east_asian_dir)), analyzer.model_id, accept, margin)
+    print(f"\nfixture ArcFace model, accept {accept} margin {margin} from faces/: East Asian match rate "
+          f"{result.genuine_match_rate:.3f}, strangers accepted {result.impostor_accept_rate:.3f}")
+    assert result.impostor_accept_rate <= 0.01
+    assert result.genuine_match_rate >= 0.95
