@@ -34,7 +34,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     pack: str = "open"
-    min_face_size: int = Field(40, ge=12, le=1000, description="smallest face to detect, pixels")
+    min_face_size: int = Field(60, ge=12, le=1000, description="smallest face to detect, pixels; a face at a gate "
+                               "camera is larger, and enrolment refuses faces under 60 px anyway")
     accept_threshold: float | None = Field(None, ge=-1.0, le=1.0,
                                            description="override of the pack's calibrated threshold")
     margin: float | None = Field(None, ge=0.0, le=2.0, description="override of the pack's calibrated margin")
