@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pack", default="open")
     parser.add_argument("--embedder", type=Path, help="an ArcFace-format ONNX file instead of the pack's")
     parser.add_argument("--calibrate", action="store_true", help="search threshold/margin for FAR <= 1 %%")
+    parser.add_argument("--threshold", type=float, help="accept threshold instead of the model's")
     args = parser.parse_args(argv)
     analyzer = build_analyzer(args.pack, embedder_path=args.embedder)
     if args.embedder is None:
@@ -227,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from gatewatch.cli import USER_MODEL_MARGIN, USER_MODEL_THRESHOLD
         accept, margin = USER_MODEL_THRESHOLD, USER_MODEL_MARGIN
+    accept = args.threshold if args.threshold is not None else accept
     print(f"model {analyzer.model_id}  (accept {accept}, margin {margin})")
     for root in args.data:
         start = time.perf_counter()
