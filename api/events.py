@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
-from pydantic import AwareDatetime
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import require
 from api.errors import AUTHENTICATED, ApiError, responses
-from api.schemas import API_PREFIX, MAX_ID, EventOut, EventPage, Id
+from api.schemas import API_PREFIX, MAX_ID, EventOut, EventPage, Id, Instant
 from api.services import ServicesDep
 from gates.access import DecisionKind
 from gates.service_store import ApiKey, Event, EventFilter
@@ -32,8 +31,8 @@ async def list_events(
         gate_id: Annotated[Id | None, Query()] = None,
         decision: Annotated[DecisionKind | None, Query()] = None,
         alert: Annotated[bool | None, Query(description="true: only alerts (blocked faces)")] = None,
-        since: Annotated[AwareDatetime | None, Query(description="inclusive, with timezone")] = None,
-        until: Annotated[AwareDatetime | None, Query(description="exclusive, with timezone")] = None,
+        since: Annotated[Instant | None, Query(description="inclusive, with timezone")] = None,
+        until: Annotated[Instant | None, Query(description="exclusive, with timezone")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: Annotated[str | None, Query(max_length=20, description="a next_cursor")] = None,
 ) -> EventPage:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import time
+from datetime import datetime, time
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -26,6 +27,17 @@ Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200,
                                         pattern=r"^[^\x00-\x1f\x7f]+$")]
 Day = Annotated[int, Field(ge=0, le=6, description="0 = Monday ... 6 = Sunday")]
+
+
+def _plausible_instant(moment: datetime) -> datetime:
+    """Years outside 1970-9998 are typos, and near the ends of the calendar a time zone shift
+    overflows; refusing them here keeps them out of the database's sortable text form."""
+    if not 1970 <= moment.year <= 9998:
+        raise ValueError("must be between the years 1970 and 9998")
+    return moment
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_plausible_instant)]
 
 
 class Strict(BaseModel):
@@ -100,8 +112,8 @@ class ResidentCreate(Strict):
     kind: PersonKind = Field("resident", description="visitor: a pass; blocked: never unlocks, alerts")
     allowed_gates: list[Id] | None = Field(None, max_length=1000, description="null: every gate")
     schedule: list[Window] = Field([], max_length=50, description="empty: at any time")
-    valid_from: AwareDatetime | None = None
-    valid_until: AwareDatetime | None = None
+    valid_from: Instant | None = None
+    valid_until: Instant | None = None
     entries_left: int | None = Field(None, ge=0, le=1_000_000, description="visitor passes: entries left")
 
 
@@ -113,8 +125,8 @@ class ResidentPatch(Strict):
     kind: PersonKind | None = None
     allowed_gates: list[Id] | None = Field(None, max_length=1000)
     schedule: list[Window] | None = Field(None, max_length=50)
-    valid_from: AwareDatetime | None = None
-    valid_until: AwareDatetime | None = None
+    valid_from: Instant | None = None
+    valid_until: Instant | None = None
     entries_left: int | None = Field(None, ge=0, le=1_000_000)
 
 

@@ -122,7 +122,7 @@ def hash_key(key: str) -> str:
 
 def utc_text(moment: datetime) -> str:
     """The one text form of instants in the database: sortable, UTC, milliseconds."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _parse_utc(text: str | None) -> datetime | None:

@@ -68,7 +68,7 @@ def test_no_server_errors_and_no_undocumented_responses(base_url: str) -> None:
         operation = result.ok()
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=40, deadline=None, phases=[Phase.explicit, Phase.generate],
+        @settings(max_examples=100, deadline=None, phases=[Phase.explicit, Phase.generate],
                   suppress_health_check=list(HealthCheck), database=None)
         def call(case: schemathesis.Case) -> None:
             case.call_and_validate(headers={**(case.headers or {}), "X-API-Key": ADMIN}, checks=CHECKS)

@@ -11,7 +11,7 @@ from vision.facade import FacadeCalibration
 from vision.motion import MotionFrame, MotionParams, MotionSegmenter
 from vision.throws.events import ThrowEvent
 from vision.throws.origin import estimate_origin
-from vision.throws.physics import PhysicsParams, PhysicsVerdict, fit_track, judge, trim_head
+from vision.throws.physics import PhysicsParams, PhysicsVerdict, fit_track, judge, trim_head, trim_still_head
 from vision.throws.tracker import BallisticTracker, Track, TrackerParams
 
 
@@ -77,7 +77,9 @@ class ThrowDetector:
         for track in tracks:
             if len(track) < self.physics.min_points:
                 continue
-            track = trim_head(track, self.fps, min_points=self.physics.min_points)
+            track = trim_head(trim_still_head(track), self.fps, min_points=self.physics.min_points)
+            if len(track) < self.physics.min_points:
+                continue
             fit = fit_track(track, self.fps, self.physics.early_window_s)
             verdict = judge(track, fit, self.calib, self.physics)
             if not verdict.is_throw:

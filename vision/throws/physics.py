@@ -33,6 +33,7 @@ class PhysicsParams:
     max_chi: float = 3.0  # rms of the residuals in units of their expected noise
     max_rms_px: float = 2.5
     min_density: float = 0.5  # detections per frame over the track's span
+    min_seen_drop: float = 0.6  # share of the drop seen between detections at most 2 frames apart
     max_size_spread: float = 1.2  # std of log blob area: tumbling changes it, body parts more so
     min_start_floor: float = 0.8  # tracks entirely at street level are people and cars
     early_window_s: float = 1.0  # drag matters less early in a fall: test this window too
@@ -168,6 +169,43 @@ def trim_head(track: Track, fps: float, max_drop: int = 12, min_points: int = 8)
     )
 
 
+def trim_still_head(track: Track, min_still: int = 3, radius_px: float = 2.0) -> Track:
+    """Drop a motionless start, keeping its last point (the moment of release).
+
+    A body in free fall stays within a pixel or two of its apex for only a few frames; a track
+    that sits still for longer began on something else: a hand holding the object out (then the
+    fall starts where the stillness ends) or, in a crowd, a head that the tracker later handed
+    to other people's blobs. Either way the fall must prove itself on the moving part alone,
+    which is what keeps a long stationary prefix from lending a chance chain of jumps the points,
+    the duration and the smooth fit it does not have.
+    """
+    xy = np.asarray(track.xy)
+    size = np.min(np.asarray(track.size), 1)
+    still = 1
+    while still < len(track) and np.hypot(*(xy[still] - xy[0])) <= max(radius_px, 0.3 * size[still]):
+        still += 1
+    if still < min_still:
+        return track
+    start = still - 1
+    return Track(
+        track.id,
+        track.frames[start:],
+        track.xy[start:],
+        track.uv[start:],
+        track.sigma_uv[start:],
+        track.size[start:],
+    )
+
+
+def seen_drop_fraction(track: Track, max_gap: int = 2) -> float:
+    """Share of a track's downward travel (facade floors) between detections <= max_gap frames apart."""
+    v = np.asarray(track.uv)[:, 1]
+    gaps = np.diff(track.frames)
+    down = np.maximum(-np.diff(v), 0.0)
+    total = float(down.sum())
+    return float(down[gaps <= max_gap].sum()) / total if total > 0 else 0.0
+
+
 @dataclass(frozen=True)
 class PhysicsVerdict:
     is_throw: bool
@@ -211,6 +249,12 @@ def judge(track: Track, fit: TrajectoryFit, calib: FacadeCalibration, p: Physics
     density = n / (duration * fit.fps + 1)
     if density < p.min_density:
         return verdict(False, f"sparse ({density:.2f} of frames)")
+    # Where a body falls it is seen falling: most of the drop lies between detections a frame or two
+    # apart. A chain that sits still and then drops only across long coasting gaps is the tracker
+    # hopping between people's heads in a crowd, not a fall.
+    seen = seen_drop_fraction(track)
+    if seen < p.min_seen_drop:
+        return verdict(False, f"drop mostly unseen ({seen:.2f})")
     sizes = np.asarray(track.size)
     size_spread = float(np.std(np.log(sizes[:, 0] * sizes[:, 1])))
     if size_spread > p.max_size_spread:
