@@ -74,3 +74,21 @@ def test_unknown_names_are_clear() -> None:
         registry.get_pack("nope")
     with pytest.raises(KeyError, match="unknown model 'nope'"):
         registry.get_entry("nope")
+
+
+def test_open_pack_runs_with_the_network_cut_off(monkeypatch: pytest.MonkeyPatch, faces_dir: Path) -> None:
+    """The default pack builds and analyses a photo with every socket connection refused."""
+    import socket
+
+    from vision.faces import build_analyzer
+    from vision.images import load_image
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.delenv("GATEWATCH_MODEL_MIRROR", raising=False)
+    analyzer = build_analyzer("open")
+    faces = analyzer.analyze(load_image(sorted((faces_dir / "joe_biden").glob("*.jpg"))[0]))
+    assert len(faces) == 1 and faces.embeddings.shape == (1, 128)
