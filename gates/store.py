@@ -15,7 +15,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,6 +198,24 @@ class Change:
     after: ModelState
 
 
+
+@contextmanager
+def transaction(conn: sqlite3.Connection, lock: threading.RLock,
+                mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
+    """One SQLite transaction under the connection's lock, rolled back on any error.
+
+    IMMEDIATE for writes: the write lock is taken up front, so what is read first (the state
+    before) cannot be changed by another process before the commit."""
+    with lock:
+        conn.execute(f"BEGIN {mode}")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
 class Store:
     def __init__(self, path: Path, *, timeout_s: float = 30.0) -> None:
         self.path = path
@@ -219,19 +237,8 @@ class Store:
         with self._lock:
             self._conn.close()
 
-    @contextmanager
-    def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
-        """IMMEDIATE for writes: the write lock is taken up front, so what is read first (the state
-        before) cannot be changed by another process before the commit."""
-        with self._lock:
-            self._conn.execute(f"BEGIN {mode}")
-            try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
+    def _transaction(self, mode: str = "IMMEDIATE") -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._conn, self._lock, mode)
 
     def _migrate(self) -> None:
         with self._transaction() as conn:

@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 import pytest
 
+from benchmarks.bench_embedder import dlib_reference_chips
 from models.dlib_resnet import (
-    DLIB_RESNET_INPUT_SIZE,
     DLIB_RESNET_PREPROCESS,
     DLIB_RESNET_SHA256,
     DlibFormatError,
@@ -23,7 +23,6 @@ from models.dlib_resnet import (
 from models.runtime import OrtModel
 
 N_CHIPS = 20
-MAX_SIDE = 640  # detection on a downscaled copy keeps the test fast; both sides see the same chips
 
 
 @pytest.fixture(scope="module")
@@ -50,31 +49,10 @@ def embedder(onnx_bytes: bytes) -> OrtModel:
 @pytest.fixture(scope="module")
 def chips_rgb(faces_dir: Path, model_dir: Path) -> np.ndarray:
     """Aligned 150x150 RGB chips cut by dlib itself, round-robin over the identities."""
-    dlib = pytest.importorskip("dlib")
-    cv2 = pytest.importorskip("cv2")
-    detector = dlib.get_frontal_face_detector()
-    predictor = dlib.shape_predictor(str(model_dir / "shape_predictor_5_face_landmarks.dat"))
-    people = [sorted(f for f in d.iterdir() if f.is_file())
-              for d in sorted(faces_dir.iterdir()) if d.is_dir()]
-    order = [files[i] for i in range(max(map(len, people))) for files in people if i < len(files)]
-    chips = []
-    for path in order:
-        bgr = cv2.imread(str(path))
-        if bgr is None:
-            continue
-        scale = MAX_SIDE / max(bgr.shape[:2])
-        if scale < 1:
-            bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        rgb = np.ascontiguousarray(bgr[..., ::-1])
-        found = detector(rgb, 0) or detector(rgb, 1)
-        if not found:
-            continue
-        face = max(found, key=lambda r: r.area())
-        chips.append(dlib.get_face_chip(rgb, predictor(rgb, face), DLIB_RESNET_INPUT_SIZE, 0.25))
-        if len(chips) == N_CHIPS:
-            break
+    pytest.importorskip("dlib")
+    chips = dlib_reference_chips(faces_dir, N_CHIPS, model_dir)
     assert len(chips) == N_CHIPS, f"only {len(chips)} faces found in {faces_dir}"
-    return np.stack(chips)
+    return chips
 
 
 def _embed(model: OrtModel, chips_rgb: np.ndarray) -> np.ndarray:

@@ -33,6 +33,7 @@ class TrackerParams:
     max_side_speed: float = 6.0
     gate: float = 16.0  # Mahalanobis distance squared (2 dof: p ~ 0.9997)
     accel_noise: float = 0.35  # process noise as a fraction of g (drag, wind, perspective)
+    accel_walk: float = 0.2  # per-frame change of the apparent acceleration (parallax, drag), x g
     pixel_noise: float = 0.6  # px, centroid noise of a sharp blob
     rain_thickness: float = 2.5  # px; streaks thinner than this are rain when there are many
     rain_min_streaks: int = 12
@@ -71,7 +72,7 @@ class BallisticTracker:
         self.Q = np.zeros((5, 5))
         self.Q[np.ix_([0, 2], [0, 2])] = qb
         self.Q[np.ix_([1, 3], [1, 3])] = qb
-        self.Q[4, 4] = (0.05 * self.a_g) ** 2
+        self.Q[4, 4] = (self.p.accel_walk * self.a_g) ** 2
         self.F = np.array(
             [[1, 0, 1, 0, 0], [0, 1, 0, 1, 0.5], [0, 0, 1, 0, 0], [0, 0, 0, 1, 1], [0, 0, 0, 0, 1]], float
         )
