@@ -83,3 +83,16 @@ def test_wrong_formats_are_refused(tmp_path: Path, shared_models: Path) -> None:
         load_arcface_embedder(shared_models / "yunet_s_640_640.onnx")
     with pytest.raises(FileNotFoundError, match="not found"):
         load_arcface_embedder(tmp_path / "absent.onnx")
+
+
+def test_standard_pack_detector_with_a_user_embedder(shared_models: Path, faces_dir: Path) -> None:
+    """YuNet (from the mirror) + an ArcFace-format file: the standard pack's path minus SFace."""
+    from vision.faces import build_analyzer
+    from vision.images import load_image
+    from vision.yunet import YunetDetector
+
+    analyzer = build_analyzer("standard", embedder_path=shared_models / "fixture_mobilefacenet_128d.onnx")
+    assert isinstance(analyzer.detector, YunetDetector) and analyzer.aligner.size == 112
+    photos = sorted((faces_dir / "barack_obama").glob("*.jpg"))[:2]
+    a, b = (analyzer.analyze(load_image(p), max_faces=1) for p in photos)
+    assert float(a.embeddings[0] @ b.embeddings[0]) > 0.43  # the fixture's threshold calibrated on faces/
