@@ -149,14 +149,16 @@ ENTRIES: dict[str, ModelEntry] = {e.id: e for e in [
                    "a5eb02e1843f19b5386b953cc4c9f011c3f985d0ee2bb9819eea9a142099bec0", 1_849_453,
                    url=f"{_SILENT_FACE}/2.7_80x80_MiniFASNetV2.pth"),),
         "Apache-2.0", "MiniFASNetV2 passive liveness, crop scale 2.7 (official PyTorch weights)",
-        preprocess=Preprocess("BGR"), input_size=80),
+        preprocess=Preprocess("BGR"), input_size=80,
+        converter="models.minifasnet:convert_minifasnet"),
     ModelEntry(
         "minifasnet_v1se", "liveness",
         (ModelFile("minifasnet_v1se_4.0_80x80.pth",
                    "84ee1d37d96894d5e82de5a57df044ef80a58be2b218b5ed7cdfd875ec2f5990", 1_856_130,
                    url=f"{_SILENT_FACE}/4_0_0_80x80_MiniFASNetV1SE.pth"),),
         "Apache-2.0", "MiniFASNetV1SE passive liveness, crop scale 4.0 (official PyTorch weights)",
-        preprocess=Preprocess("BGR"), input_size=80),
+        preprocess=Preprocess("BGR"), input_size=80,
+        converter="models.minifasnet:convert_minifasnet"),
 ]}
 
 PACKS: dict[str, Pack] = {p.name: p for p in [
