@@ -11,7 +11,15 @@ from vision.facade import FacadeCalibration
 from vision.motion import MotionFrame, MotionParams, MotionSegmenter
 from vision.throws.events import ThrowEvent
 from vision.throws.origin import estimate_origin
-from vision.throws.physics import PhysicsParams, PhysicsVerdict, fit_track, judge, trim_head, trim_still_head
+from vision.throws.physics import (
+    PhysicsParams,
+    PhysicsVerdict,
+    TrajectoryFit,
+    fit_track,
+    judge,
+    trim_head,
+    trim_still_head,
+)
 from vision.throws.tracker import BallisticTracker, Track, TrackerParams
 
 
@@ -21,6 +29,7 @@ class DetectorParams:
     # core; larger regions (4K) are downscaled by 2 (an exact factor: OpenCV's fast path).
     max_pixels: int = 2_100_000
     merge_gap_frames: int = 12  # a track resumed this soon after an event is the same throw
+    stitch_gap_frames: int = 15  # a rejected track may be continued by one starting this soon after
 
 
 class ThrowDetector:
@@ -54,6 +63,7 @@ class ThrowDetector:
         self.physics = physics or PhysicsParams()
         self.events: list[ThrowEvent] = []
         self.rejected: list[tuple[Track, PhysicsVerdict]] = []
+        self.pending: list[Track] = []  # recently rejected tracks that a later one may continue
         self.keep_rejected = False
         self.last_motion: MotionFrame | None = None
 
@@ -74,18 +84,11 @@ class ThrowDetector:
 
     def _judge(self, tracks: list[Track]) -> list[ThrowEvent]:
         out = []
-        for track in tracks:
-            if len(track) < self.physics.min_points:
+        for raw in tracks:
+            judged = self._judge_track(raw)
+            if judged is None:
                 continue
-            track = trim_head(trim_still_head(track), self.fps, min_points=self.physics.min_points)
-            if len(track) < self.physics.min_points:
-                continue
-            fit = fit_track(track, self.fps, self.physics.early_window_s)
-            verdict = judge(track, fit, self.calib, self.physics)
-            if not verdict.is_throw:
-                if self.keep_rejected:
-                    self.rejected.append((track, verdict))
-                continue
+            track, fit, verdict = judged
             if self._continues_previous(track):
                 continue
             origin = estimate_origin(fit, self.calib)
@@ -115,6 +118,50 @@ class ThrowDetector:
             out.append(event)
         return out
 
+    def _judge_track(self, raw: Track) -> tuple[Track, TrajectoryFit, PhysicsVerdict] | None:
+        """The track, or a rejected earlier track joined to it, if either passes the physics tests.
+
+        A fall the tracker lost for a few frames (behind a crowd, over a same-coloured wall, or
+        because drag made it fall slower than the filter expected) comes out as two tracks, each
+        too short to prove anything. Joined, the fit over both halves decides: two unrelated
+        pieces do not make one parabola.
+        """
+        best = self._verdict(raw)
+        if best is None or not best[2].is_throw:
+            self.pending = [
+                t for t in self.pending if raw.frames[0] - t.frames[-1] <= self.p.stitch_gap_frames
+            ]
+            for prev in reversed(self.pending):
+                if not self._may_continue(prev, raw):
+                    continue
+                joined = self._verdict(_concat(prev, raw))
+                if joined is not None and joined[2].is_throw:
+                    self.pending.remove(prev)
+                    return joined
+            self.pending.append(raw)
+            if best is not None and self.keep_rejected:
+                self.rejected.append((best[0], best[2]))
+            return None
+        return best
+
+    def _may_continue(self, prev: Track, raw: Track) -> bool:
+        """Cheap test before a joint fit: later, below or level, and within a fall's reach."""
+        gap = raw.frames[0] - prev.frames[-1]
+        if not 0 <= gap <= self.p.stitch_gap_frames:
+            return False
+        dv = raw.uv[0][1] - prev.uv[-1][1]
+        du = raw.uv[0][0] - prev.uv[-1][0]
+        return -0.3 <= -dv <= 0.5 * gap and abs(du) <= 0.1 * gap + 0.3
+
+    def _verdict(self, raw: Track) -> tuple[Track, TrajectoryFit, PhysicsVerdict] | None:
+        if len(raw) < self.physics.min_points:
+            return None
+        track = trim_head(trim_still_head(raw), self.fps, min_points=self.physics.min_points)
+        if len(track) < self.physics.min_points:
+            return None
+        fit = fit_track(track, self.fps, self.physics.early_window_s)
+        return track, fit, judge(track, fit, self.calib, self.physics)
+
     def _continues_previous(self, track: Track) -> bool:
         """A track that overlaps or picks up where a reported throw's track was is that throw again.
 
@@ -143,3 +190,16 @@ class ThrowDetector:
                 if abs(x1 - x) < 80 and -10 < y1 - y < 40 * gap:
                     return True
         return False
+
+
+def _concat(first: Track, second: Track) -> Track:
+    """``first`` followed by the part of ``second`` after it (the two may share their boundary frame)."""
+    k = next((i for i, f in enumerate(second.frames) if f > first.frames[-1]), len(second))
+    return Track(
+        second.id,
+        first.frames + second.frames[k:],
+        first.xy + second.xy[k:],
+        first.uv + second.uv[k:],
+        first.sigma_uv + second.sigma_uv[k:],
+        first.size + second.size[k:],
+    )

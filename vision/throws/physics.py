@@ -31,9 +31,9 @@ class PhysicsParams:
     accel_max: float = 1.7  # fraction of g (parallax and low floors raise the apparent value)
     max_side_accel: float = 0.5  # horizontal / vertical acceleration
     max_chi: float = 3.0  # rms of the residuals in units of their expected noise
-    max_rms_px: float = 2.5
+    max_rms_px: float = 3.5
     min_density: float = 0.5  # detections per frame over the track's span
-    min_seen_drop: float = 0.6  # share of the drop seen between detections at most 3 frames apart
+    min_seen_drop: float = 0.35  # share of the drop seen between detections at most 3 frames apart
     max_size_spread: float = 1.2  # std of log blob area: tumbling changes it, body parts more so
     min_start_floor: float = 0.8  # tracks entirely at street level are people and cars
     early_window_s: float = 1.0  # drag matters less early in a fall: test this window too
