@@ -1,0 +1,89 @@
+"""Offline gate analysis on a real clip of people walking: with nobody enrolled nobody gets in;
+with one walker enrolled from a still, that walker's track unlocks once and everyone else is unknown.
+
+Every second frame is analysed (about 25 s per pass on 2 cores); the clip has 105 frames at 25 fps.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from models import registry
+from vision.cameras import CameraConfig
+from vision.faces import FaceAnalyzer, build_analyzer
+from vision.gate_analysis import AccessEvent, analyze_gate_video, open_gallery
+
+VIDEO = Path("/work/shared/data/video/facenetpt_video.mp4")
+ENROL_FRAME = 40
+WALKER_AT = (650, 670)  # centre of the enrolled walker's face in ENROL_FRAME
+
+pytestmark = pytest.mark.skipif(not VIDEO.is_file(), reason="shared video not available")
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> FaceAnalyzer:
+    return build_analyzer("open")
+
+
+@pytest.fixture(scope="module")
+def camera() -> CameraConfig:
+    return CameraConfig(id="gate-cam", role="gate", source=str(VIDEO))
+
+
+def _accept_threshold() -> float:
+    return registry.get_entry(registry.get_pack("open").embedder).accept_threshold
+
+
+def _still(index: int) -> np.ndarray:
+    cap = cv2.VideoCapture(str(VIDEO))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+    ok, image = cap.read()
+    cap.release()
+    assert ok
+    return image
+
+
+def _enrol_walker(analyzer: FaceAnalyzer, data_dir: Path) -> None:
+    """Crop the walker's head from one frame (as a guard would from a snapshot) and enrol the crop."""
+    image = _still(ENROL_FRAME)
+    boxes = analyzer.analyze(image).detections.boxes
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    x1, y1, x2, y2 = boxes[np.argmin(np.linalg.norm(centres - WALKER_AT, axis=1))].astype(int)
+    pad = x2 - x1
+    crop = image[max(0, y1 - pad):y2 + pad, max(0, x1 - pad):x2 + pad]
+    faces = analyzer.analyze(crop)
+    assert len(faces) == 1
+    with open_gallery(data_dir, analyzer) as gallery:
+        gallery.add_resident_with_faces("walker", faces.embeddings)
+
+
+def _run(analyzer: FaceAnalyzer, camera: CameraConfig, data_dir: Path) -> tuple[list[AccessEvent], list[AccessEvent]]:
+    unlocks: list[AccessEvent] = []
+    events = list(analyze_gate_video(VIDEO, camera, data_dir, unlocks, analyzer=analyzer, stride=2))
+    return events, unlocks
+
+
+def test_empty_gallery_unlocks_nobody(analyzer: FaceAnalyzer, camera: CameraConfig, tmp_path: Path) -> None:
+    events, unlocks = _run(analyzer, camera, tmp_path)
+    assert unlocks == []
+    assert len(events) >= 4  # several people walk through
+    assert all(e.decision == "deny" and e.reason == "unknown" and e.resident is None for e in events)
+    assert max(Counter(e.track_id for e in events).values()) == 1  # one decision per track
+
+
+def test_enrolled_walker_unlocks_once(analyzer: FaceAnalyzer, camera: CameraConfig, tmp_path: Path) -> None:
+    _enrol_walker(analyzer, tmp_path)
+    events, unlocks = _run(analyzer, camera, tmp_path)
+    assert len(unlocks) == 1
+    unlock = unlocks[0].to_json()
+    assert unlock["type"] == "access" and unlock["reason"] == "matched"
+    assert unlock["resident"]["name"] == "walker" and unlock["similarity"] >= _accept_threshold()
+    others = [e for e in events if e.track_id != unlocks[0].track_id]
+    assert len(others) >= 4
+    assert all(e.decision == "deny" and e.reason == "unknown" for e in others)
+    assert max(Counter(e.track_id for e in events).values()) == 1

@@ -1,0 +1,227 @@
+"""Face tracks at a gate camera, and one access decision per person per approach.
+
+Detection runs on every frame, but embedding is the expensive step and one good face says more
+than twenty blurred ones: a track is embedded only when its face is clearly better than the best
+seen so far (or, near its best, after a while, so that votes accumulate for someone standing
+still). Each embedding is one vote through the gallery's open-set rule (threshold and margin); the
+gate opens when k of the track's last n votes name the same resident, which a single lucky look-
+alike frame cannot do. A track decides once; a person who walks away and comes back is a new track
+and a new approach. Tracks come from ByteTrack (Roboflow's ``trackers``), fed with our boxes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import supervision as sv
+from trackers import ByteTrackTracker
+
+from gates.gallery import Match
+from vision.align import warp_chips
+from vision.detections import Detections
+from vision.faces import FaceAnalyzer
+from vision.quality import assess
+from vision.streams import Frame
+
+Identify = Callable[[np.ndarray], list[Match | None]]
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """votes_needed of the last `window` votes must agree (k of n). better_by: quality ratio over
+    the track's best that counts as "clearly better"; near_best and refresh_s: a face within that
+    fraction of the best is re-embedded once refresh_s has passed since the last embedding.
+    lost_after_s: a track unseen this long has left (and ByteTrack forgets it about as soon).
+    deny_after_s: an undecided track is denied this long after its first vote, not at its first
+    unknown votes: someone walking up is unrecognisable far away and must still get their unlock."""
+
+    votes_needed: int = 3
+    window: int = 5
+    min_face_px: float = 40.0
+    better_by: float = 1.25
+    near_best: float = 0.8
+    refresh_s: float = 0.3
+    lost_after_s: float = 1.0
+    deny_after_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.votes_needed <= self.window:
+            raise ValueError(f"need 1 <= votes_needed ({self.votes_needed}) <= window ({self.window})")
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    camera_id: str
+    track_id: int
+    frame: int
+    time: float
+    decision: Literal["unlock", "deny"]
+    reason: Literal["matched", "unknown"]
+    match: Match | None
+    similarity: float | None
+
+
+@dataclass
+class _Track:
+    track_id: int
+    last_seen: float
+    votes: deque[Match | None]
+    best_quality: float = 0.0
+    last_embed: float = float("-inf")
+    first_vote: float | None = None
+    decided: bool = False
+
+
+@dataclass(frozen=True)
+class EmbedRequest:
+    """Chips chosen for embedding in one frame, with the tracks they belong to; the embedding is
+    left to the caller so that chips of several cameras can go through the embedder in one batch."""
+
+    frame: Frame
+    track_ids: tuple[int, ...]
+    chips: np.ndarray
+
+
+class GateTracker:
+    """One camera's face tracks: `select(frame)` detects and tracks, `vote(request, embeddings)`
+    turns embeddings into decisions; `step(frame)` does both for a single camera."""
+
+    def __init__(self, camera_id: str, analyzer: FaceAnalyzer, identify: Identify, *,
+                 policy: GatePolicy = GatePolicy(), fps: float = 25.0) -> None:
+        self.camera_id = camera_id
+        self.analyzer = analyzer
+        self.identify = identify
+        self.policy = policy
+        self.tracker = ByteTrackTracker(lost_track_buffer=max(1, round(policy.lost_after_s * 30)), frame_rate=fps)
+        self.tracks: dict[int, _Track] = {}
+        self.embeddings_computed = 0
+
+    def step(self, frame: Frame) -> list[GateDecision]:
+        request, ended = self.select(frame)
+        embeddings = self.analyzer.embedder(request.chips)
+        return ended + self.vote(request, embeddings)
+
+    def select(self, frame: Frame) -> tuple[EmbedRequest, list[GateDecision]]:
+        """Detect, track, and pick the faces worth embedding; also close tracks that have left."""
+        faces = self.analyzer.detector.detect(frame.image)
+        tracked = self._track(faces, frame.timestamp)
+        open_rows = []
+        for row, track_id in enumerate(tracked.data["track_id"].tolist()):
+            track = self.tracks.get(track_id)
+            if track is None:
+                track = self.tracks[track_id] = _Track(track_id, frame.timestamp, deque(maxlen=self.policy.window))
+            track.last_seen = frame.timestamp
+            if not track.decided:
+                open_rows.append(row)
+        ended = self._expire(frame)
+        if not open_rows:
+            return EmbedRequest(frame, (), self._no_chips()), ended
+        # Chips only of tracks still deciding: a decided track costs detection and tracking, no more.
+        deciding = tracked[np.array(open_rows)]
+        aligner = self.analyzer.aligner
+        chips = warp_chips(frame.image, aligner.transforms(frame.image, deciding), aligner.size)
+        track_ids = deciding.data["track_id"].tolist()
+        chosen: list[int] = []
+        for row, track_id in enumerate(track_ids):
+            track = self.tracks[track_id]
+            quality = assess(deciding.boxes[row], deciding.landmarks[row], chips[row], self.analyzer.quality_limits)
+            if quality.face_px >= self.policy.min_face_px and self._worth_embedding(track, quality.score, frame):
+                track.best_quality = max(track.best_quality, quality.score)
+                track.last_embed = frame.timestamp
+                chosen.append(row)
+        return EmbedRequest(frame, tuple(track_ids[r] for r in chosen), chips[chosen]), ended
+
+    def vote(self, request: EmbedRequest, embeddings: np.ndarray) -> list[GateDecision]:
+        self.embeddings_computed += len(embeddings)
+        decisions = []
+        matches = self.identify(embeddings) if len(embeddings) else []
+        for track_id, match in zip(request.track_ids, matches, strict=True):
+            track = self.tracks[track_id]
+            track.votes.append(match)
+            if track.first_vote is None:
+                track.first_vote = request.frame.timestamp
+            while len(track.votes) > self.policy.window:
+                track.votes.popleft()
+            decision = self._decide(track, request.frame)
+            if decision is not None:
+                decisions.append(decision)
+        return decisions
+
+    def finish(self, frame: Frame) -> list[GateDecision]:
+        """End of input: every undecided track that voted is decided as it stands."""
+        decisions = [self._decide(t, frame, ending=True) for t in self.tracks.values()]
+        self.tracks.clear()
+        return [d for d in decisions if d is not None]
+
+    def _track(self, faces: Detections, timestamp: float) -> Detections:
+        if len(faces) == 0 or faces.landmarks is None:
+            self.tracker.update(sv.Detections.empty(), timestamp=timestamp)
+            return Detections.empty().with_data(track_id=np.zeros(0, np.int64))
+        out = self.tracker.update(
+            sv.Detections(xyxy=faces.boxes, confidence=faces.scores, data={"row": np.arange(len(faces))}),
+            timestamp=timestamp)
+        confirmed = out.tracker_id >= 0
+        rows = out.data["row"][confirmed]
+        # Our own detector boxes and landmarks, not the Kalman-smoothed boxes: the chips need the landmarks.
+        return faces[rows].with_data(track_id=out.tracker_id[confirmed].astype(np.int64))
+
+    def _worth_embedding(self, track: _Track, quality: float, frame: Frame) -> bool:
+        if track.last_embed == float("-inf") or quality >= track.best_quality * self.policy.better_by:
+            return True
+        return (quality >= track.best_quality * self.policy.near_best
+                and frame.timestamp - track.last_embed >= self.policy.refresh_s)
+
+    def _expire(self, frame: Frame) -> list[GateDecision]:
+        gone = [t for t in self.tracks.values() if frame.timestamp - t.last_seen > self.policy.lost_after_s]
+        decisions = []
+        for track in gone:
+            del self.tracks[track.track_id]
+            decision = self._decide(track, frame, ending=True)
+            if decision is not None:
+                decisions.append(decision)
+        return decisions
+
+    def _decide(self, track: _Track, frame: Frame, ending: bool = False) -> GateDecision | None:
+        if track.decided or not track.votes:
+            return None
+        policy = self.policy
+        by_resident: dict[int, list[Match]] = {}
+        for match in track.votes:
+            if match is not None:
+                by_resident.setdefault(match.resident_id, []).append(match)
+        agreeing = max(by_resident.values(), key=len, default=[])
+        if len(agreeing) >= policy.votes_needed:
+            track.decided = True
+            best = max(agreeing, key=lambda m: m.similarity)
+            similarity = float(np.mean([m.similarity for m in agreeing]))
+            return GateDecision(self.camera_id, track.track_id, frame.index, frame.timestamp, "unlock", "matched",
+                                best, round(similarity, 4))
+        if ending or frame.timestamp - (track.first_vote or frame.timestamp) >= policy.deny_after_s:
+            track.decided = True
+            return GateDecision(self.camera_id, track.track_id, frame.index, frame.timestamp, "deny", "unknown",
+                                None, None)
+        return None
+
+    def _no_chips(self) -> np.ndarray:
+        size = self.analyzer.aligner.size
+        return np.zeros((0, size, size, 3), np.uint8)
+
+
+def step_many(trackers: Sequence[GateTracker], frames: Sequence[Frame]) -> list[GateDecision]:
+    """One frame per camera, with the chips of all cameras embedded in one batch (same analyzer)."""
+    selected = [tracker.select(frame) for tracker, frame in zip(trackers, frames, strict=True)]
+    requests = [request for request, _ in selected]
+    chips = [r.chips for r in requests if len(r.chips)]
+    embedder = trackers[0].analyzer.embedder
+    embeddings = embedder(np.concatenate(chips)) if chips else np.zeros((0, embedder.dim), np.float32)
+    decisions: list[GateDecision] = []
+    start = 0
+    for tracker, (request, ended) in zip(trackers, selected, strict=True):
+        count = len(request.chips)
+        decisions += ended + tracker.vote(request, embeddings[start:start + count])
+        start += count
+    return decisions
