@@ -26,7 +26,7 @@ from typing import Literal
 
 from gates.access import EXPIRED, UNKNOWN, Verdict
 from gates.rules import AccessRule, PersonKind, TimeWindow
-from gates.store import Store, UnknownResidentError, transaction
+from gates.store import Store, UnknownResidentError, connect, transaction
 
 Role = Literal["admin", "gate", "guard"]
 GateKind = Literal["main", "stairwell"]
@@ -143,15 +143,7 @@ class ServiceStore:
         self.path = path
         self.model_id = model_id
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
-        try:
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            # An acknowledged event or enrolment must survive a power cut.
-            self._conn.execute("PRAGMA synchronous = FULL")
-        except BaseException:
-            self._conn.close()
-            raise
+        self._conn = connect(path, timeout_s)
 
     def close(self) -> None:
         with self._lock:

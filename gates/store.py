@@ -199,6 +199,23 @@ class Change:
 
 
 
+
+def connect(path: Path, timeout_s: float) -> sqlite3.Connection:
+    """A connection shared by threads under a lock, in WAL mode with foreign keys on."""
+    conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA foreign_keys = ON")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise GalleryError(f"{path}: SQLite refused WAL mode (got {mode!r})")
+        # What was acknowledged (an enrolment, an access event) must survive a power cut.
+        conn.execute("PRAGMA synchronous = FULL")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 @contextmanager
 def transaction(conn: sqlite3.Connection, lock: threading.RLock,
                 mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
@@ -220,14 +237,8 @@ class Store:
     def __init__(self, path: Path, *, timeout_s: float = 30.0) -> None:
         self.path = path
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+        self._conn = connect(path, timeout_s)
         try:
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                raise GalleryError(f"{path}: SQLite refused WAL mode (got {mode!r})")
-            # An enrolment that was acknowledged must survive a power cut.
-            self._conn.execute("PRAGMA synchronous = FULL")
             self._migrate()
         except BaseException:
             self._conn.close()
