@@ -12,13 +12,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 
 from models import registry
 from vision.cameras import CameraConfig
 from vision.faces import FaceAnalyzer, build_analyzer
 from vision.gate_analysis import AccessEvent, analyze_gate_video, open_gallery
 
-VIDEO = Path("/work/shared/data/video/facenetpt_video.mp4")
+VIDEO = SHARED_DATA / "video" / "facenetpt_video.mp4"
 ENROL_FRAME = 40
 WALKER_AT = (650, 670)  # centre of the enrolled walker's face in ENROL_FRAME
 
@@ -87,3 +88,24 @@ def test_enrolled_walker_unlocks_once(analyzer: FaceAnalyzer, camera: CameraConf
     assert len(others) >= 4
     assert all(e.decision == "deny" and e.reason == "unknown" for e in others)
     assert max(Counter(e.track_id for e in events).values()) == 1
+
+
+def test_analyze_command_prints_access_json_lines(tmp_path: Path) -> None:
+    """`gatewatch analyze VIDEO --camera gate.yaml --json` as a forensic user runs it (first 50 frames)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    camera_file = tmp_path / "gate.yaml"
+    camera_file.write_text("id: gate-cam\nrole: gate\nsource: rtsp://camera.invalid/stream\n")
+    result = subprocess.run([sys.executable, "-m", "gatewatch.cli", "analyze", str(VIDEO), "--camera", str(camera_file),
+                             "--data-dir", str(tmp_path / "data"), "--json", "--max-frames", "50"],
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events, "a gate camera over people walking must decide something"
+    for event in events:
+        assert set(event) == {"type", "frame", "time", "track_id", "decision", "reason", "resident", "similarity"}
+        assert event["type"] == "access" and event["decision"] == "deny" and event["resident"] is None

@@ -16,10 +16,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 
 from vision.streams import Backoff, CameraEvent, CameraStream, SourceError
 
-VIDEO = Path("/work/shared/data/video/facenetpt_video.mp4")
+VIDEO = SHARED_DATA / "video" / "facenetpt_video.mp4"
 
 
 def _free_port(kind: int = socket.SOCK_STREAM) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import cv2
 
-from vision.cameras import CameraConfigError, load_camera
+from vision.cameras import CameraConfig, CameraConfigError, load_camera
 from vision.throws import ThrowDetector
 from vision.throws.evidence import EvidenceRecorder
 
@@ -37,10 +37,12 @@ def run_analyze(args: argparse.Namespace) -> int:
         camera = load_camera(args.camera)
     except CameraConfigError as exc:
         return _error(str(exc))
-    if camera.role != "facade":
-        return _error(f"role {camera.role!r} is not supported by analyze yet (camera {camera.id!r})")
     if not Path(args.video).is_file():
         return _error(f"video {args.video} not found")
+    if camera.role == "gate":
+        return _run_gate(args, camera)
+    if camera.role != "facade":
+        return _error(f"role {camera.role!r} is not supported by analyze yet (camera {camera.id!r})")
     cap = cv2.VideoCapture(str(args.video))
     if not cap.isOpened():
         return _error(f"cannot open video {args.video}")
@@ -104,3 +106,21 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _run_gate(args: argparse.Namespace, camera: CameraConfig) -> int:
+    """Access decisions of a gate camera over the video, against the gallery in --data-dir."""
+    from vision.gate_analysis import analyze_gate_video
+
+    try:
+        for event in analyze_gate_video(args.video, camera, args.data_dir, max_frames=args.max_frames):
+            if args.json:
+                print(json.dumps(event.to_json()), flush=True)
+            else:
+                who = event.resident.name if event.resident else "unknown"
+                print(f"frame {event.frame} ({event.time:.1f} s) track {event.track_id}: {event.decision} ({who})",
+                      flush=True)
+    except FileNotFoundError as exc:
+        return _error(str(exc))
+    return 0
+
