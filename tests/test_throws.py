@@ -18,13 +18,20 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.throw_scenarios import ALL_DISTRACTORS, HELDOUT_SEEDS, make_scenario, write_scenario
+from benchmarks.bench_throws import REAL_CLIPS_DIR, real_clip_alerts
+from benchmarks.throw_scenarios import (
+    ALL_DISTRACTORS,
+    HELDOUT_SEEDS,
+    _longest_fixed_stretch,
+    make_scenario,
+    write_scenario,
+)
 from vision.analyze import add_analyze_arguments, run_analyze
-from vision.cameras import FacadeSettings
-from vision.facade import homography_from_corners
 from vision.throws import ThrowDetector, ThrowEvent
+from vision.throws.detector import _concat
+from vision.throws.physics import seen_drop_fraction, trim_still_head
+from vision.throws.tracker import Track
 
-REAL_CLIP_SECONDS = 6.0
 SEEDS = list(HELDOUT_SEEDS)
 
 
@@ -49,6 +56,13 @@ def throw_results() -> list[tuple]:
             seed, width=960, height=540, duration_s=9, n_throws=2, distractors=kinds, size_range=(5, 30)
         )
         out.append((scenario, _detect(scenario, frames)))
+    # A real crowd (a fixed camera's clip) behind the virtual facade: throws must be seen through it.
+    crowd = REAL_CLIPS_DIR / "dlib_MOT20-08-raw_shorter.h264"
+    if crowd.is_file():
+        scenario, frames = make_scenario(
+            SEEDS[4], width=960, height=540, duration_s=9, n_throws=2, background=str(crowd), size_range=(5, 30)
+        )
+        out.append((scenario, _detect(scenario, frames)))
     return out
 
 
@@ -70,7 +84,7 @@ def test_throws_are_detected_with_their_floor(throw_results) -> None:
             exact += hits[0].floor == truth.floor
             total += 1
         assert len(events) == len(scenario.throws), f"seed {scenario.seed}: {len(events)} events"
-    assert exact >= 0.75 * total
+    assert exact >= 0.8 * total  # target 90 %: allow one miss in the few throws here
 
 
 def test_release_time_is_close(throw_results) -> None:
@@ -88,37 +102,13 @@ def test_distractors_alone_raise_no_alarm(seed: int) -> None:
     assert events == [], [e.alert() for e in events]
 
 
-def _real_clip_camera(w: int, h: int) -> FacadeSettings:
-    """A virtual facade covering the whole clip, ~45 px per floor: the strictest setting, with
-    every pedestrian and car inside the watched region and no mask zone to hide them."""
-    floors, columns = max(4, round(0.96 * h / 45)), max(3, round(0.96 * w / 60))
-    H = homography_from_corners(
-        [[0.02 * w, 0.98 * h], [0.98 * w, 0.98 * h], [0.9 * w, 0.02 * h], [0.1 * w, 0.02 * h]],
-        floors,
-        columns,
-    )
-    return FacadeSettings(homography=H.tolist(), floors=floors, columns=columns)
-
-
 def test_real_clips_give_no_throw_alert(shared_data: Path) -> None:
+    """Every clip in full, camera motion and cuts included: a real crowd must never look like a throw."""
     clips = sorted((shared_data / "video").glob("*"))
     if not clips:
         pytest.skip(f"no clips in {shared_data / 'video'}")
     for clip in clips:
-        cap = cv2.VideoCapture(str(clip))
-        ok, frame = cap.read()
-        assert ok, f"cannot read {clip}"
-        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-        det = ThrowDetector(
-            _real_clip_camera(frame.shape[1], frame.shape[0]), frame.shape[1::-1], fps, clip.name
-        )
-        events, i = [], 0
-        while ok and i < REAL_CLIP_SECONDS * fps:
-            events += det.process(frame, i)
-            i += 1
-            ok, frame = cap.read()
-        events += det.finish()
-        cap.release()
+        events, _, _ = real_clip_alerts(clip)
         assert events == [], f"{clip.name}: {[e.alert() for e in events]}"
 
 
@@ -149,15 +139,15 @@ def test_cli_prints_one_json_line_per_throw(tmp_path: Path, capsys) -> None:
 
 
 def test_cli_rejects_other_roles_and_bad_files(tmp_path: Path, capsys) -> None:
-    gate = tmp_path / "gate.yaml"
-    gate.write_text("id: g1\nrole: gate\nsource: 0\n", encoding="utf-8")
+    door = tmp_path / "door.yaml"
+    door.write_text("id: d1\nrole: door\nsource: 0\n", encoding="utf-8")
     video = tmp_path / "v.mp4"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 25, (64, 48))
     for _ in range(3):
         writer.write(np.zeros((48, 64, 3), np.uint8))
     writer.release()
-    assert run_analyze(_args(str(video), "--camera", str(gate))) == 2
-    assert "role 'gate' is not supported by analyze yet" in capsys.readouterr().err
+    assert run_analyze(_args(str(video), "--camera", str(door))) == 2
+    assert "role 'door' is not supported by analyze yet" in capsys.readouterr().err
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(
@@ -166,3 +156,49 @@ def test_cli_rejects_other_roles_and_bad_files(tmp_path: Path, capsys) -> None:
     assert run_analyze(_args(str(video), "--camera", str(bad))) == 2
     err = capsys.readouterr().err
     assert "bad.yaml" in err and "homography" in err
+
+
+def _track(frames: list[int], v: list[float], size: float = 6.0) -> Track:
+    """A track at u = 1 with the given floor heights; 45 px per floor in the image."""
+    return Track(
+        1,
+        list(frames),
+        [(100.0, 500.0 - 45.0 * x) for x in v],
+        [(1.0, float(x)) for x in v],
+        [(0.03, 0.03)] * len(frames),
+        [(size, size)] * len(frames),
+    )
+
+
+def test_still_head_is_trimmed_to_the_release_point() -> None:
+    frames = list(range(20))
+    v = [5.0 + 0.01 * (k % 2) for k in range(8)] + [5.0 - 0.1 * k * k for k in range(1, 13)]
+    trimmed = trim_still_head(_track(frames, v))
+    assert trimmed.frames[0] == 7  # the last motionless point: where the fall began
+    falling = _track(frames, [5.0 - 0.05 * k * k for k in range(20)])
+    assert trim_still_head(falling).frames == falling.frames
+
+
+def test_drop_across_coasting_gaps_is_not_a_seen_fall() -> None:
+    dense = _track(list(range(12)), [5.0 - 0.02 * k * k for k in range(12)])
+    assert seen_drop_fraction(dense) == pytest.approx(1.0)
+    hopping = _track([0, 1, 2, 3, 4, 5, 11, 17], [5.0, 5.0, 5.0, 5.0, 4.99, 4.98, 4.5, 3.6])
+    assert seen_drop_fraction(hopping) < 0.1
+
+
+def test_concat_skips_a_shared_boundary_frame() -> None:
+    a = _track([0, 1, 2], [5.0, 4.9, 4.8])
+    b = _track([2, 3, 4], [4.8, 4.6, 4.3])
+    joined = _concat(a, b)
+    assert joined.frames == [0, 1, 2, 3, 4]
+    assert [uv[1] for uv in joined.uv] == [5.0, 4.9, 4.8, 4.6, 4.3]
+
+
+def test_generator_uses_only_fixed_camera_stretches_of_a_clip() -> None:
+    rng = np.random.default_rng(3)
+    scene = rng.integers(0, 255, (200, 400, 3)).astype(np.uint8)
+    scene = cv2.GaussianBlur(scene, (0, 0), 3)
+    fixed = [scene.copy() for _ in range(30)]
+    panned = [np.roll(scene, 6 * k, axis=1) for k in range(1, 21)]
+    start, stop = _longest_fixed_stretch(panned[:10] + fixed + panned)
+    assert (start, stop) == (10, 40)

@@ -30,6 +30,7 @@ class DetectorParams:
     max_pixels: int = 2_100_000
     merge_gap_frames: int = 12  # a track resumed this soon after an event is the same throw
     stitch_gap_frames: int = 15  # a rejected track may be continued by one starting this soon after
+    stitch_min_points: int = 6  # each joined piece must be a track in its own right, not a stray blob
 
 
 class ThrowDetector:
@@ -145,9 +146,9 @@ class ThrowDetector:
         return best
 
     def _may_continue(self, prev: Track, raw: Track) -> bool:
-        """Cheap test before a joint fit: later, below or level, and within a fall's reach."""
+        """Cheap test before a joint fit: two real pieces, the second later, lower and within a fall's reach."""
         gap = raw.frames[0] - prev.frames[-1]
-        if not 0 <= gap <= self.p.stitch_gap_frames:
+        if min(len(prev), len(raw)) < self.p.stitch_min_points or not 0 <= gap <= self.p.stitch_gap_frames:
             return False
         dv = raw.uv[0][1] - prev.uv[-1][1]
         du = raw.uv[0][0] - prev.uv[-1][0]

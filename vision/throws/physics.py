@@ -33,7 +33,7 @@ class PhysicsParams:
     max_chi: float = 3.0  # rms of the residuals in units of their expected noise
     max_rms_px: float = 3.5
     min_density: float = 0.5  # detections per frame over the track's span
-    min_seen_drop: float = 0.35  # share of the drop seen between detections at most 3 frames apart
+    min_seen_drop: float = 0.35  # share of the drop seen between detections at most 4 frames apart
     max_size_spread: float = 1.2  # std of log blob area: tumbling changes it, body parts more so
     min_start_floor: float = 0.8  # tracks entirely at street level are people and cars
     early_window_s: float = 1.0  # drag matters less early in a fall: test this window too
@@ -199,7 +199,7 @@ def trim_still_head(track: Track, min_still: int = 3, radius_px: float = 2.0) ->
     )
 
 
-def seen_drop_fraction(track: Track, max_gap: int = 3) -> float:
+def seen_drop_fraction(track: Track, max_gap: int = 4) -> float:
     """Share of a track's downward travel (facade floors) between detections <= max_gap frames apart."""
     v = np.asarray(track.uv)[:, 1]
     gaps = np.diff(track.frames)
@@ -251,8 +251,8 @@ def judge(track: Track, fit: TrajectoryFit, calib: FacadeCalibration, p: Physics
     density = n / (duration * fit.fps + 1)
     if density < p.min_density:
         return verdict(False, f"sparse ({density:.2f} of frames)")
-    # Where a body falls it is seen falling: most of the drop lies between detections at most
-    # three frames apart (passing over a same-coloured wall, a body can vanish for a frame or
+    # Where a body falls it is seen falling: much of the drop lies between detections at most
+    # four frames apart (passing over a same-coloured wall, a body can vanish for a frame or
     # two). A chain that sits still and then drops only across long coasting gaps is the tracker
     # hopping between people's heads in a crowd, not a fall.
     seen = seen_drop_fraction(track)

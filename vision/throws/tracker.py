@@ -9,7 +9,9 @@ afterwards on the whole trajectory (physics.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -105,7 +107,7 @@ class BallisticTracker:
         ) / det
         return np.where(m2 < self.p.gate, m2, np.inf)
 
-    def _young_costs(self, tracks: list[Track], frame: int, uv: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    def _young_costs(self, tracks: list[Track], uv: np.ndarray, cov: np.ndarray, frame: int) -> np.ndarray:
         """A one-point track has no velocity yet: gate by what a falling object can do."""
         costs = np.full((len(tracks), len(uv)), np.inf)
         per_frame = 1.0 / (NOMINAL_FLOOR_H * self.fps)
@@ -193,18 +195,8 @@ class BallisticTracker:
         used = np.zeros(len(blobs), bool)
         mature = [t for t in self.tracks if t.state is not None]
         young = [t for t in self.tracks if t.state is None]
-        for group, costs_fn in ((mature, self._mature_costs), (young, None)):
-            if not group or used.all():
-                continue
-            free = np.nonzero(~used)[0]
-            if costs_fn is not None:
-                costs = costs_fn(group, uv[free], cov[free])
-            else:
-                costs = self._young_costs(group, frame, uv[free], cov[free])
-            for r, c in self._assign(costs):
-                b = free[c]
-                used[b] = True
-                self._add(group[r], frame, blobs, uv, cov, b)
+        self._associate(mature, uv, cov, used, blobs, frame, self._mature_costs)
+        self._associate(young, uv, cov, used, blobs, frame, partial(self._young_costs, frame=frame))
         for trk in self.tracks:
             if trk.frames[-1] != frame:
                 trk.missed += 1
@@ -222,6 +214,25 @@ class BallisticTracker:
             ids = {t.id for t in done}
             self.tracks = [t for t in self.tracks if t.id not in ids]
         return [t for t in done if len(t) >= 3]
+
+    def _associate(
+        self,
+        group: list[Track],
+        uv: np.ndarray,
+        cov: np.ndarray,
+        used: np.ndarray,
+        blobs: Blobs,
+        frame: int,
+        costs_fn: Callable[[list[Track], np.ndarray, np.ndarray], np.ndarray],
+    ) -> None:
+        """Assign free blobs to the tracks of ``group`` by minimum total cost; mark them used."""
+        if not group or used.all():
+            return
+        free = np.nonzero(~used)[0]
+        for r, c in self._assign(costs_fn(group, uv[free], cov[free])):
+            b = free[c]
+            used[b] = True
+            self._add(group[r], frame, blobs, uv, cov, b)
 
     def _add(self, trk: Track, frame: int, blobs: Blobs, uv: np.ndarray, cov: np.ndarray, b: int) -> None:
         trk.frames.append(frame)
