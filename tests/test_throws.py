@@ -29,7 +29,7 @@ from benchmarks.throw_scenarios import (
 from vision.analyze import add_analyze_arguments, run_analyze
 from vision.throws import ThrowDetector, ThrowEvent
 from vision.throws.detector import _concat
-from vision.throws.physics import seen_drop_fraction, trim_still_head
+from vision.throws.physics import seen_drop_fraction, size_spread_log_area, trim_still_head
 from vision.throws.tracker import Track
 
 SEEDS = list(HELDOUT_SEEDS)
@@ -184,6 +184,22 @@ def test_drop_across_coasting_gaps_is_not_a_seen_fall() -> None:
     assert seen_drop_fraction(dense) == pytest.approx(1.0)
     hopping = _track([0, 1, 2, 3, 4, 5, 11, 17], [5.0, 5.0, 5.0, 5.0, 4.99, 4.98, 4.5, 3.6])
     assert seen_drop_fraction(hopping) < 0.1
+
+
+def test_a_large_blob_that_fragments_briefly_keeps_a_stable_size() -> None:
+    frames = list(range(20))
+    v = [5.0 - 0.02 * k * k for k in range(20)]
+    big = _track(frames, v, size=24.0)
+    big.size[5] = big.size[6] = big.size[13] = (4.0, 5.0)  # broken up while crossing windows
+    assert size_spread_log_area(big) < 0.5
+    # Small blobs keep the plain spread: their chance chains are a crowd's false tracks.
+    small = _track(frames, v, size=6.0)
+    small.size[5] = small.size[6] = small.size[13] = (1.0, 1.0)
+    assert size_spread_log_area(small) > 1.0
+    # A chain of blobs of steadily different sizes is unstable whatever their size.
+    chain = _track(frames, v, size=24.0)
+    chain.size[:] = [(24.0 * 0.7 ** (k % 5), 24.0) for k in range(20)]
+    assert size_spread_log_area(chain) > 0.5
 
 
 def test_concat_skips_a_shared_boundary_frame() -> None:

@@ -35,6 +35,7 @@ class PhysicsParams:
     min_density: float = 0.5  # detections per frame over the track's span
     min_seen_drop: float = 0.35  # share of the drop seen between detections at most 4 frames apart
     max_size_spread: float = 1.2  # std of log blob area: tumbling changes it, body parts more so
+    robust_size_from_px: float = 12.0  # from this blob size, a few fragments do not count (MAD spread)
     min_start_floor: float = 0.8  # tracks entirely at street level are people and cars
     early_window_s: float = 1.0  # drag matters less early in a fall: test this window too
 
@@ -208,6 +209,25 @@ def seen_drop_fraction(track: Track, max_gap: int = 4) -> float:
     return float(down[gaps <= max_gap].sum()) / total if total > 0 else 0.0
 
 
+def size_spread_log_area(track: Track, robust_from_px: float = 12.0) -> float:
+    """Spread of log blob area, robust to a few fragments.
+
+    A large low-contrast body breaks up for a frame or two as it crosses a window or a
+    same-coloured wall; those few small pieces must not count like the steady size changes of a
+    chain of different blobs (body parts of a crowd). For blobs of at least ``robust_from_px``
+    (median of the smaller side) the spread is the smaller of the standard deviation and the
+    scaled median absolute deviation, which ignores a minority of outliers; small blobs, whose
+    chance chains are the crowd's false tracks, keep the plain standard deviation.
+    """
+    sizes = np.asarray(track.size)
+    log_area = np.log(np.maximum(sizes[:, 0] * sizes[:, 1], 1e-6))
+    std = float(np.std(log_area))
+    if float(np.median(np.min(sizes, 1))) < robust_from_px:
+        return std
+    mad = 1.4826 * float(np.median(np.abs(log_area - np.median(log_area))))
+    return min(std, mad)
+
+
 @dataclass(frozen=True)
 class PhysicsVerdict:
     is_throw: bool
@@ -258,8 +278,7 @@ def judge(track: Track, fit: TrajectoryFit, calib: FacadeCalibration, p: Physics
     seen = seen_drop_fraction(track)
     if seen < p.min_seen_drop:
         return verdict(False, f"drop mostly unseen ({seen:.2f})")
-    sizes = np.asarray(track.size)
-    size_spread = float(np.std(np.log(sizes[:, 0] * sizes[:, 1])))
+    size_spread = size_spread_log_area(track, p.robust_size_from_px)
     if size_spread > p.max_size_spread:
         return verdict(False, f"size unstable ({size_spread:.2f})")
     if max(v for _, v in track.uv) < p.min_start_floor:
