@@ -158,16 +158,7 @@ def trim_head(track: Track, fps: float, max_drop: int = 12, min_points: int = 8)
         if np.hypot(ru, rv) <= 4.0 * max(fu.chi, fv.chi, 1.0):
             break
         start += 1
-    if start == 0:
-        return track
-    return Track(
-        track.id,
-        track.frames[start:],
-        track.xy[start:],
-        track.uv[start:],
-        track.sigma_uv[start:],
-        track.size[start:],
-    )
+    return track.starting_at(start)
 
 
 def trim_still_head(track: Track, min_still: int = 3, radius_px: float = 2.0) -> Track:
@@ -189,15 +180,7 @@ def trim_still_head(track: Track, min_still: int = 3, radius_px: float = 2.0) ->
         still += 1
     if still < min_still:
         return track
-    start = still - 1
-    return Track(
-        track.id,
-        track.frames[start:],
-        track.xy[start:],
-        track.uv[start:],
-        track.sigma_uv[start:],
-        track.size[start:],
-    )
+    return track.starting_at(still - 1)
 
 
 def seen_drop_fraction(track: Track, max_gap: int = 4) -> float:

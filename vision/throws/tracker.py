@@ -58,6 +58,13 @@ class Track:
     def __len__(self) -> int:
         return len(self.frames)
 
+    def starting_at(self, start: int) -> Track:
+        """The same candidate without its first `start` detections (filter state not carried)."""
+        if start == 0:
+            return self
+        return Track(self.id, self.frames[start:], self.xy[start:], self.uv[start:], self.sigma_uv[start:],
+                     self.size[start:])
+
 
 class BallisticTracker:
     """Associates blobs frame to frame; returns tracks as they end."""
