@@ -36,16 +36,21 @@ UNKNOWN = Verdict("deny", "unknown")
 NOT_ALLOWED = Verdict("deny", "not_allowed")
 EXPIRED = Verdict("deny", "expired")
 BLOCKED = Verdict("deny", "blocked", alert=True)
+# A photo or screen held up to the camera is an attack on the gate, whoever's face it shows.
+SPOOF = Verdict("deny", "spoof", alert=True)
 
 
 def decide(*, face_found: bool, matched: bool, rule: AccessRule | None, gate_id: int,
-           now: datetime) -> Verdict:
+           now: datetime, spoof: bool = False) -> Verdict:
     """`rule` is the matched person's (None only when nobody matched); `now` is aware and in the
-    compound's timezone, which the weekly schedule is written in."""
+    compound's timezone, which the weekly schedule is written in. `spoof`: liveness found a
+    presentation attack; it denies before any match is looked at."""
     if now.utcoffset() is None:
         return ERROR
     if not face_found:
         return NO_FACE
+    if spoof:
+        return SPOOF
     if not matched:
         return UNKNOWN
     if rule is None:

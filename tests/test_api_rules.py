@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gates.access import BLOCKED, ERROR, EXPIRED, NO_FACE, NOT_ALLOWED, UNKNOWN, UNLOCK, decide
+from gates.access import BLOCKED, ERROR, EXPIRED, NO_FACE, NOT_ALLOWED, SPOOF, UNKNOWN, UNLOCK, decide
 from gates.rules import AccessRule, TimeWindow
 
 MONDAY_9 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)  # a Monday
@@ -15,8 +15,8 @@ WORK_HOURS = TimeWindow(frozenset(range(5)), time(8), time(18))
 
 
 def _decide(rule: AccessRule | None, *, gate: int = 1, now: datetime = MONDAY_9, face: bool = True,
-            matched: bool = True):
-    return decide(face_found=face, matched=matched, rule=rule, gate_id=gate, now=now)
+            matched: bool = True, spoof: bool = False):
+    return decide(face_found=face, matched=matched, rule=rule, gate_id=gate, now=now, spoof=spoof)
 
 
 def test_a_resident_of_every_gate_is_let_in_anywhere_at_any_time() -> None:
@@ -26,6 +26,12 @@ def test_a_resident_of_every_gate_is_let_in_anywhere_at_any_time() -> None:
 def test_no_face_and_unknown_faces_are_denied() -> None:
     assert _decide(None, face=False, matched=False) == NO_FACE
     assert _decide(None, matched=False) == UNKNOWN
+
+
+def test_a_spoof_is_denied_with_an_alert_even_for_a_resident_allowed_here() -> None:
+    assert _decide(AccessRule(), spoof=True) == SPOOF
+    assert _decide(None, matched=False, spoof=True) == SPOOF
+    assert SPOOF.alert and not SPOOF.unlocks
 
 
 def test_a_match_without_a_rule_or_a_naive_clock_fails_secure() -> None:
