@@ -1,5 +1,6 @@
 """Offline gate analysis on a real clip of people walking: with nobody enrolled nobody gets in;
-with one walker enrolled from a still, that walker's track unlocks once and everyone else is unknown.
+with one walker enrolled from a still, that walker's track unlocks once and everyone else is unknown,
+with the liveness check on as the service runs it (real people must not be called spoofs).
 
 Every second frame is analysed (about 25 s per pass on 2 cores); the clip has 105 frames at 25 fps.
 """
@@ -15,9 +16,12 @@ import pytest
 from conftest import SHARED_DATA
 
 from models import registry
+from models.registry import ModelNotFoundError
 from vision.cameras import CameraConfig
+from vision.face_tracks import GateDecision
 from vision.faces import FaceAnalyzer, build_analyzer
-from vision.gate_analysis import AccessEvent, analyze_gate_video, open_gallery
+from vision.gate_analysis import analyze_gate_video, open_gallery
+from vision.liveness import LivenessChecker
 
 VIDEO = SHARED_DATA / "video" / "facenetpt_video.mp4"
 ENROL_FRAME = 40
@@ -63,27 +67,37 @@ def _enrol_walker(analyzer: FaceAnalyzer, data_dir: Path) -> None:
         gallery.add_resident_with_faces("walker", faces.embeddings)
 
 
-def _run(analyzer: FaceAnalyzer, camera: CameraConfig, data_dir: Path) -> tuple[list[AccessEvent], list[AccessEvent]]:
-    unlocks: list[AccessEvent] = []
-    events = list(analyze_gate_video(VIDEO, camera, data_dir, unlocks, analyzer=analyzer, stride=2))
-    return events, unlocks
+@pytest.fixture(scope="module")
+def liveness(shared_models: Path) -> LivenessChecker:
+    try:
+        return LivenessChecker.from_registry(allow_download=False)
+    except ModelNotFoundError as exc:
+        pytest.skip(str(exc))
+
+
+def _run(analyzer: FaceAnalyzer, camera: CameraConfig, data_dir: Path,
+         liveness: LivenessChecker | None = None) -> tuple[list[GateDecision], list[GateDecision]]:
+    events = list(analyze_gate_video(VIDEO, camera, data_dir, analyzer=analyzer, liveness=liveness, stride=2))
+    return events, [e for e in events if e.decision == "unlock"]
 
 
 def test_empty_gallery_unlocks_nobody(analyzer: FaceAnalyzer, camera: CameraConfig, tmp_path: Path) -> None:
     events, unlocks = _run(analyzer, camera, tmp_path)
     assert unlocks == []
     assert len(events) >= 4  # several people walk through
-    assert all(e.decision == "deny" and e.reason == "unknown" and e.resident is None for e in events)
+    assert all(e.decision == "deny" and e.reason == "unknown" and e.match is None for e in events)
     assert max(Counter(e.track_id for e in events).values()) == 1  # one decision per track
 
 
-def test_enrolled_walker_unlocks_once(analyzer: FaceAnalyzer, camera: CameraConfig, tmp_path: Path) -> None:
+def test_enrolled_walker_unlocks_once(analyzer: FaceAnalyzer, camera: CameraConfig, liveness: LivenessChecker,
+                                     tmp_path: Path) -> None:
     _enrol_walker(analyzer, tmp_path)
-    events, unlocks = _run(analyzer, camera, tmp_path)
+    events, unlocks = _run(analyzer, camera, tmp_path, liveness)
     assert len(unlocks) == 1
     unlock = unlocks[0].to_json()
     assert unlock["type"] == "access" and unlock["reason"] == "matched"
     assert unlock["resident"]["name"] == "walker" and unlock["similarity"] >= _accept_threshold()
+    assert unlocks[0].liveness is not None and unlocks[0].liveness >= 0.5
     others = [e for e in events if e.track_id != unlocks[0].track_id]
     assert len(others) >= 4
     assert all(e.decision == "deny" and e.reason == "unknown" for e in others)
@@ -100,7 +114,8 @@ def test_analyze_command_prints_access_json_lines(tmp_path: Path) -> None:
     camera_file = tmp_path / "gate.yaml"
     camera_file.write_text("id: gate-cam\nrole: gate\nsource: rtsp://camera.invalid/stream\n")
     result = subprocess.run([sys.executable, "-m", "gatewatch.cli", "analyze", str(VIDEO), "--camera", str(camera_file),
-                             "--data-dir", str(tmp_path / "data"), "--json", "--max-frames", "50"],
+                             "--data-dir", str(tmp_path / "data"), "--json", "--max-frames", "50",
+                             "--unlocks", str(tmp_path / "unlocks.json")],
                             capture_output=True, text=True, timeout=300,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert result.returncode == 0, result.stderr
@@ -109,3 +124,4 @@ def test_analyze_command_prints_access_json_lines(tmp_path: Path) -> None:
     for event in events:
         assert set(event) == {"type", "frame", "time", "track_id", "decision", "reason", "resident", "similarity"}
         assert event["type"] == "access" and event["decision"] == "deny" and event["resident"] is None
+    assert json.loads((tmp_path / "unlocks.json").read_text()) == []

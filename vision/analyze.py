@@ -1,7 +1,8 @@
 """`gatewatch analyze VIDEO --camera CAMERA.yaml`: run a camera's pipeline over a recorded video.
 
-Only facade cameras (throw detection) are supported so far. With --json, one JSON object per
-detected throw is printed on its own line as soon as it is known, so the output can be piped.
+Gate and door cameras print their access decisions, facade cameras their throws. With --json,
+one JSON object per event is printed on its own line as soon as it is known, so the output can
+be piped; these are the events the live service records for the same camera.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ def add_analyze_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON line per event on stdout")
     parser.add_argument("--no-evidence", action="store_true", help="do not write images and clips")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    parser.add_argument("--unlocks", type=Path, default=None,
+                        help="gate cameras: also write the unlock decisions to this JSON file (a list)")
+    parser.add_argument("--liveness", choices=("auto", "on", "off"), default="auto",
+                        help="gate cameras: presentation-attack check with the MiniFASNet pair; auto uses it "
+                             "when its weights are available (as the service does), on requires it")
 
 
 def _error(message: str) -> int:
@@ -39,10 +45,8 @@ def run_analyze(args: argparse.Namespace) -> int:
         return _error(str(exc))
     if not Path(args.video).is_file():
         return _error(f"video {args.video} not found")
-    if camera.role == "gate":
+    if camera.role in ("gate", "door"):
         return _run_gate(args, camera)
-    if camera.role != "facade":
-        return _error(f"role {camera.role!r} is not supported by analyze yet (camera {camera.id!r})")
     cap = cv2.VideoCapture(str(args.video))
     if not cap.isOpened():
         return _error(f"cannot open video {args.video}")
@@ -97,30 +101,35 @@ def _emit(events: list, recorder: EvidenceRecorder | None, as_json: bool) -> int
     return len(events)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (python -m vision.analyze) until the gatewatch CLI wires it in."""
-    parser = argparse.ArgumentParser(prog="gatewatch analyze", description=__doc__)
-    add_analyze_arguments(parser)
-    return run_analyze(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 def _run_gate(args: argparse.Namespace, camera: CameraConfig) -> int:
     """Access decisions of a gate camera over the video, against the gallery in --data-dir."""
+    from models.registry import ModelNotFoundError
     from vision.gate_analysis import analyze_gate_video
+    from vision.liveness import LivenessChecker
 
+    liveness = None
+    if args.liveness != "off":
+        try:
+            liveness = LivenessChecker.from_registry()
+        except ModelNotFoundError as exc:
+            if args.liveness == "on":
+                return _error(str(exc))
+            print(f"gatewatch analyze: liveness off, its model is not available: {exc}", file=sys.stderr)
+    unlocks = []
     try:
-        for event in analyze_gate_video(args.video, camera, args.data_dir, max_frames=args.max_frames):
+        for decision in analyze_gate_video(args.video, camera, args.data_dir, liveness=liveness,
+                                           max_frames=args.max_frames):
+            event = decision.to_json()
+            if decision.decision == "unlock":
+                unlocks.append(event)
             if args.json:
-                print(json.dumps(event.to_json()), flush=True)
+                print(json.dumps(event), flush=True)
             else:
-                who = event.resident.name if event.resident else "unknown"
-                print(f"frame {event.frame} ({event.time:.1f} s) track {event.track_id}: {event.decision} ({who})",
-                      flush=True)
+                who = event["resident"]["name"] if event["resident"] else "unknown"
+                print(f"frame {event['frame']} ({event['time']:.1f} s) track {event['track_id']}: "
+                      f"{event['decision']} ({event['reason']}, {who})", flush=True)
     except FileNotFoundError as exc:
         return _error(str(exc))
+    if args.unlocks is not None:
+        args.unlocks.write_text(json.dumps(unlocks, indent=1) + "\n", encoding="utf-8")
     return 0
-

@@ -7,14 +7,20 @@ still). Each embedding is one vote through the gallery's open-set rule (threshol
 gate opens when k of the track's last n votes name the same resident, which a single lucky look-
 alike frame cannot do. A track decides once; a person who walks away and comes back is a new track
 and a new approach. Tracks come from ByteTrack (Roboflow's ``trackers``), fed with our boxes.
+
+With a liveness checker, the frames a track is embedded on are also checked for a presentation
+attack (a photo or a screen held up to the camera), and the pooled verdict over the track
+(`vision.liveness.track_verdict`) must say "real" before a match unlocks. Fail secure: a track
+whose liveness is still unconfirmed when it would have to decide is denied as "spoof", and a
+track that liveness calls a spoof is denied as soon as it does, matched or not.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import supervision as sv
@@ -24,6 +30,7 @@ from gates.gallery import Match
 from vision.align import warp_chips
 from vision.detections import Detections
 from vision.faces import FaceAnalyzer
+from vision.liveness import LivenessChecker, track_verdict
 from vision.quality import assess
 from vision.streams import Frame
 
@@ -55,14 +62,25 @@ class GatePolicy:
 
 @dataclass(frozen=True)
 class GateDecision:
+    """What a gate camera decided for one track. `similarity` is the mean of the agreeing votes;
+    `liveness` the median probability of "real" over the frames checked (None: no checker)."""
+
     camera_id: str
     track_id: int
     frame: int
     time: float
     decision: Literal["unlock", "deny"]
-    reason: Literal["matched", "unknown"]
+    reason: Literal["matched", "unknown", "spoof"]
     match: Match | None
     similarity: float | None
+    liveness: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The access event as `gatewatch analyze --json` prints it, one line per decision."""
+        resident = None if self.match is None else {"id": self.match.resident_id, "name": self.match.name}
+        return {"type": "access", "frame": self.frame, "time": round(self.time, 3), "track_id": self.track_id,
+                "decision": self.decision, "reason": self.reason, "resident": resident,
+                "similarity": self.similarity}
 
 
 @dataclass
@@ -74,6 +92,8 @@ class _Track:
     last_embed: float = float("-inf")
     first_vote: float | None = None
     decided: bool = False
+    real: list[float] = field(default_factory=list)  # liveness: probability of "real", per frame checked
+    awaiting_liveness: bool = False  # the votes agree; liveness has not said "real" yet
 
 
 @dataclass(frozen=True)
@@ -91,11 +111,13 @@ class GateTracker:
     turns embeddings into decisions; `step(frame)` does both for a single camera."""
 
     def __init__(self, camera_id: str, analyzer: FaceAnalyzer, identify: Identify, *,
-                 policy: GatePolicy = GatePolicy(), fps: float = 25.0) -> None:
+                 policy: GatePolicy = GatePolicy(), fps: float = 25.0,
+                 liveness: LivenessChecker | None = None) -> None:
         self.camera_id = camera_id
         self.analyzer = analyzer
         self.identify = identify
         self.policy = policy
+        self.liveness = liveness
         self.tracker = ByteTrackTracker(lost_track_buffer=max(1, round(policy.lost_after_s * 30)), frame_rate=fps)
         self.tracks: dict[int, _Track] = {}
         self.embeddings_computed = 0
@@ -126,13 +148,24 @@ class GateTracker:
         chips = warp_chips(frame.image, aligner.transforms(frame.image, deciding), aligner.size)
         track_ids = deciding.data["track_id"].tolist()
         chosen: list[int] = []
+        checked: list[int] = []
         for row, track_id in enumerate(track_ids):
             track = self.tracks[track_id]
             quality = assess(deciding.boxes[row], deciding.landmarks[row], chips[row], self.analyzer.quality_limits)
-            if quality.face_px >= self.policy.min_face_px and self._worth_embedding(track, quality.score, frame):
+            big_enough = quality.face_px >= self.policy.min_face_px
+            if big_enough and self._worth_embedding(track, quality.score, frame):
                 track.best_quality = max(track.best_quality, quality.score)
                 track.last_embed = frame.timestamp
                 chosen.append(row)
+            if big_enough and (row in chosen or track.awaiting_liveness):
+                checked.append(row)
+        if self.liveness is not None and checked:
+            real = self.liveness.check(frame.image, deciding.boxes[checked]).real
+            for row, probability in zip(checked, real.tolist(), strict=True):
+                self.tracks[track_ids[row]].real.append(probability)
+            # A spoof verdict, or the "real" an agreed match was waiting for, settles a track now.
+            settled = (self._decide(self.tracks[track_ids[row]], frame) for row in checked)
+            ended += [decision for decision in settled if decision is not None]
         return EmbedRequest(frame, tuple(track_ids[r] for r in chosen), chips[chosen]), ended
 
     def vote(self, request: EmbedRequest, embeddings: np.ndarray) -> list[GateDecision]:
@@ -141,6 +174,8 @@ class GateTracker:
         matches = self.identify(embeddings) if len(embeddings) else []
         for track_id, match in zip(request.track_ids, matches, strict=True):
             track = self.tracks[track_id]
+            if track.decided:  # liveness settled it in select()
+                continue
             track.votes.append(match)
             if track.first_vote is None:
                 track.first_vote = request.frame.timestamp
@@ -186,25 +221,34 @@ class GateTracker:
         return decisions
 
     def _decide(self, track: _Track, frame: Frame, ending: bool = False) -> GateDecision | None:
-        if track.decided or not track.votes:
+        if track.decided or not (track.votes or track.real):
             return None
         policy = self.policy
+        live = "real" if self.liveness is None else track_verdict(track.real)
+        liveness = None if self.liveness is None or not track.real else round(float(np.median(track.real)), 4)
+        out_of_time = ending or frame.timestamp - (track.first_vote or frame.timestamp) >= policy.deny_after_s
         by_resident: dict[int, list[Match]] = {}
         for match in track.votes:
             if match is not None:
                 by_resident.setdefault(match.resident_id, []).append(match)
         agreeing = max(by_resident.values(), key=len, default=[])
-        if len(agreeing) >= policy.votes_needed:
-            track.decided = True
-            best = max(agreeing, key=lambda m: m.similarity)
-            similarity = float(np.mean([m.similarity for m in agreeing]))
-            return GateDecision(self.camera_id, track.track_id, frame.index, frame.timestamp, "unlock", "matched",
-                                best, round(similarity, 4))
-        if ending or frame.timestamp - (track.first_vote or frame.timestamp) >= policy.deny_after_s:
-            track.decided = True
-            return GateDecision(self.camera_id, track.track_id, frame.index, frame.timestamp, "deny", "unknown",
-                                None, None)
-        return None
+        matched = len(agreeing) >= policy.votes_needed
+        best = max(agreeing, key=lambda m: m.similarity) if matched else None
+        similarity = round(float(np.mean([m.similarity for m in agreeing])), 4) if matched else None
+        if live == "spoof" or (matched and live != "real" and out_of_time):
+            verdict: tuple[Literal["unlock", "deny"], Literal["matched", "unknown", "spoof"]] = ("deny", "spoof")
+        elif matched and live == "real":
+            verdict = ("unlock", "matched")
+        elif matched:
+            track.awaiting_liveness = True
+            return None
+        elif out_of_time and track.votes:
+            verdict = ("deny", "unknown")
+        else:
+            return None
+        track.decided = True
+        return GateDecision(self.camera_id, track.track_id, frame.index, frame.timestamp, *verdict, best, similarity,
+                            liveness)
 
     def _no_chips(self) -> np.ndarray:
         size = self.analyzer.aligner.size

@@ -7,9 +7,7 @@ by `gatewatch analyze` for gate cameras. No rules engine offline: a match unlock
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 import cv2
 
@@ -18,35 +16,8 @@ from models import registry
 from vision.cameras import CameraConfig
 from vision.face_tracks import GateDecision, GatePolicy, GateTracker
 from vision.faces import FaceAnalyzer, build_analyzer
+from vision.liveness import LivenessChecker
 from vision.streams import Frame
-
-
-@dataclass(frozen=True)
-class ResidentRef:
-    id: int
-    name: str
-
-
-@dataclass(frozen=True)
-class AccessEvent:
-    frame: int
-    time: float
-    track_id: int
-    decision: Literal["unlock", "deny"]
-    reason: Literal["matched", "unknown"]
-    resident: ResidentRef | None
-    similarity: float | None
-    type: Literal["access"] = "access"
-
-    @classmethod
-    def from_decision(cls, decision: GateDecision) -> AccessEvent:
-        match = decision.match
-        resident = ResidentRef(match.resident_id, match.name) if match is not None else None
-        return cls(decision.frame, round(decision.time, 3), decision.track_id, decision.decision, decision.reason,
-                   resident, decision.similarity)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"type": self.type, **{k: v for k, v in asdict(self).items() if k != "type"}}
 
 
 def open_gallery(data_dir: Path, analyzer: FaceAnalyzer, pack: str = "open") -> Gallery:
@@ -56,12 +27,12 @@ def open_gallery(data_dir: Path, analyzer: FaceAnalyzer, pack: str = "open") -> 
                         accept_threshold=entry.accept_threshold, margin=entry.margin)
 
 
-def analyze_gate_video(video: str | Path, camera: CameraConfig, data_dir: str | Path,
-                       unlocks: list[AccessEvent] | None = None, *, analyzer: FaceAnalyzer | None = None,
+def analyze_gate_video(video: str | Path, camera: CameraConfig, data_dir: str | Path, *,
+                       analyzer: FaceAnalyzer | None = None, liveness: LivenessChecker | None = None,
                        policy: GatePolicy | None = None, stride: int = 1,
-                       max_frames: int | None = None) -> Iterator[AccessEvent]:
-    """Yield access events as they are decided. `unlocks`, when given, also collects the unlocks
-    (the caller's summary line). stride > 1 analyses every stride-th frame (long recordings)."""
+                       max_frames: int | None = None) -> Iterator[GateDecision]:
+    """Yield access decisions as they are made. stride > 1 analyses every stride-th frame (long
+    recordings). `liveness`: the checker the live service would use (None: no liveness check)."""
     if camera.role not in ("gate", "door"):
         raise ValueError(f"camera {camera.id!r} has role {camera.role!r}, not a gate or door camera")
     analyzer = analyzer or build_analyzer("open")
@@ -73,7 +44,7 @@ def analyze_gate_video(video: str | Path, camera: CameraConfig, data_dir: str | 
     try:
         with open_gallery(Path(data_dir), analyzer) as gallery:
             tracker = GateTracker(camera.id, analyzer, gallery.identify, policy=policy or GatePolicy(),
-                                  fps=fps / stride)
+                                  fps=fps / stride, liveness=liveness)
             index, last = 0, None
             while max_frames is None or index < max_frames:
                 ok, image = cap.read()
@@ -81,17 +52,10 @@ def analyze_gate_video(video: str | Path, camera: CameraConfig, data_dir: str | 
                     break
                 if index % stride == 0:
                     last = Frame(camera.id, index, index / fps, image)
-                    yield from _events(tracker.step(last), unlocks)
+                    yield from tracker.step(last)
                 index += 1
             if last is not None:
-                yield from _events(tracker.finish(last), unlocks)
+                yield from tracker.finish(last)
     finally:
         cap.release()
 
-
-def _events(decisions: list[GateDecision], unlocks: list[AccessEvent] | None) -> Iterator[AccessEvent]:
-    for decision in decisions:
-        event = AccessEvent.from_decision(decision)
-        if unlocks is not None and event.decision == "unlock":
-            unlocks.append(event)
-        yield event
