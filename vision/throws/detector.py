@@ -76,9 +76,13 @@ class ThrowDetector:
         return pts
 
     def process(self, frame: np.ndarray, index: int) -> list[ThrowEvent]:
-        self.last_motion = self.motion.apply(frame)
-        ended = self.tracker.step(index, self.last_motion.blobs)
-        return self._judge(ended)
+        return self.process_motion(self.motion.apply(frame), index)
+
+    def process_motion(self, motion: MotionFrame, index: int) -> list[ThrowEvent]:
+        """Tracking and judging alone, on a frame's motion already segmented (replays of recorded
+        blobs re-score tracker and physics changes without rendering and segmenting again)."""
+        self.last_motion = motion
+        return self._judge(self.tracker.step(index, motion.blobs))
 
     def finish(self) -> list[ThrowEvent]:
         return self._judge(self.tracker.flush())
@@ -100,20 +104,13 @@ class ThrowDetector:
             event = ThrowEvent(
                 start_frame=track.frames[0],
                 end_frame=track.frames[-1],
-                release_frame=origin.release_frame,
+                origin=origin,
                 release_time_s=origin.release_frame / self.fps,
-                floor=origin.floor,
-                column=origin.column,
-                u=origin.u,
-                v=origin.v,
-                sigma_floor=origin.sigma_floor,
-                sigma_column=origin.sigma_column,
                 confidence=verdict.confidence,
                 accel_ratio=verdict.accel_ratio,
                 camera_id=self.camera_id,
                 trajectory_px=[(f, x, y) for f, (x, y) in zip(track.frames, track.xy, strict=True)],
                 fitted_px=[(float(x), float(y)) for x, y in fitted],
-                release_xy=origin.release_xy,
             )
             self.events.append(event)
             out.append(event)

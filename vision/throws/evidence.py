@@ -50,10 +50,10 @@ def draw_trajectory(
         cv2.polylines(img, [path], False, (0, 255, 255), 2, cv2.LINE_AA)
     for _, x, y in event.trajectory_px:
         cv2.circle(img, (round(x * scale), round(y * scale)), 3, (0, 0, 255), 1, cv2.LINE_AA)
-    rx, ry = event.release_xy
+    rx, ry = event.origin.release_xy
     cv2.drawMarker(img, (round(rx * scale), round(ry * scale)), (255, 0, 255), cv2.MARKER_CROSS, 18, 2)
     text = (
-        f"THROW floor {event.floor} (+-{event.sigma_floor:.1f}) column {event.column} "
+        f"THROW floor {event.floor} (+-{event.origin.sigma_floor:.1f}) column {event.column} "
         f"t={event.release_time_s:.1f}s conf {event.confidence:.2f}"
     )
     cv2.rectangle(img, (0, 0), (img.shape[1], 28), (0, 0, 0), -1)
@@ -128,7 +128,7 @@ class EvidenceRecorder:
         writer = cv2.VideoWriter(str(clip_path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
         if not writer.isOpened():
             return
-        first = event.release_frame - self.p.pre_roll_s * self.fps
+        first = event.origin.release_frame - self.p.pre_roll_s * self.fps
         for index, data in self.ring:
             if index >= first:
                 writer.write(self._frame(data))

@@ -21,6 +21,9 @@ from vision.throws.physics import TrajectoryFit
 
 @dataclass(frozen=True)
 class Origin:
+    """Release point: 1-based floor and column, facade coordinates, 1-sigma uncertainty in floors
+    and columns, the (fractional) release frame and the release point in image pixels."""
+
     floor: int
     column: int
     u: float
