@@ -2,7 +2,9 @@
 
 Fails secure: whatever goes wrong after the upload is accepted (models, gallery, rules, the
 record itself) answers deny with reason "error", never an unlock and never a 5xx the controller
-might misread. An unlock is only sent once its event is committed.
+might misread. An unlock is only sent once its event is committed. Where the liveness model is
+loaded, the face is checked on this one frame (the reference rule: "real" is the likeliest class)
+and a photo or screen held up is a deny with reason "spoof" and an alert.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Look:
     verdict: Verdict
     match: Match | None = None
     crop_jpeg: bytes | None = None
+    liveness: float | None = None
 
 
 def _look(services: Services, data: bytes, gate_id: int, now: datetime) -> Look:
@@ -47,19 +50,27 @@ def _look(services: Services, data: bytes, gate_id: int, now: datetime) -> Look:
     settings, metrics = services.settings, services.metrics
     with metrics.stage("decode"):
         image = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+    if services.live.refuses_all:
+        return Look(ERROR)  # liveness is required and there is no model to check it with
     with metrics.stage("analyze"):
         faces = services.analyzer.analyze(image, max_faces=1)  # the largest face: the one at the gate
     if len(faces) == 0:
         return Look(NO_FACE)
+    liveness = None
+    if services.liveness is not None:
+        with metrics.stage("liveness"):
+            liveness = services.liveness.check(image, faces.detections.boxes[:1])
     with metrics.stage("identify"):
+        # Identified even when a spoof: the record should say whose photo was held up.
         match = services.gallery.identify(faces.embeddings[:1])[0]
         rule = None if match is None else services.store.rule_for(match.resident_id)
-    verdict = decide(face_found=True, matched=match is not None, rule=rule, gate_id=gate_id, now=now)
+    verdict = decide(face_found=True, matched=match is not None, rule=rule, gate_id=gate_id, now=now,
+                     spoof=liveness is not None and not bool(liveness.is_real[0]))
     crop = None
     if settings.retain_crops:
         ok, encoded = cv2.imencode(".jpg", faces.chips[0], [cv2.IMWRITE_JPEG_QUALITY, 90])
         crop = encoded.tobytes() if ok else None
-    return Look(verdict, match, crop)
+    return Look(verdict, match, crop, None if liveness is None else round(float(liveness.real[0]), 4))
 
 
 @router.post("/gates/{gate_id}/access", response_model=AccessDecision, responses=responses(404, 413, 415),
@@ -87,7 +98,8 @@ async def access(gate_id: GateId, services: ServicesDep, key: Annotated[ApiKey, 
                 lambda: services.store.record_access(
                     at=now, gate_id=gate_id, verdict=look.verdict, resident_id=match and match.resident_id,
                     resident_name=match and match.name, similarity=match and match.similarity,
-                    latency_ms=(time.perf_counter() - started) * 1000, crop_jpeg=look.crop_jpeg))
+                    latency_ms=(time.perf_counter() - started) * 1000, crop_jpeg=look.crop_jpeg,
+                    liveness=look.liveness))
     except Exception:
         log.exception("recording the access decision at gate %d failed; denying", gate_id)
         event_id, verdict = None, ERROR

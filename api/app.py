@@ -3,6 +3,7 @@ the models and opens the stores once per process."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -10,8 +11,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import access, events, gates, health, identify, keys, metrics, residents
+from api import access, cameras, commands, events, gates, health, identify, keys, metrics, residents
 from api.errors import install as install_errors
+from api.live import LiveGates, LivenessState
 from api.metrics import Metrics, RequestTimer
 from api.ratelimit import RateLimiter
 from api.services import Services
@@ -20,6 +22,7 @@ from api.uploads import BodyLimit
 from gates.gallery import DB_NAME, Gallery
 from gates.service_store import ServiceStore
 from vision.faces import FaceAnalyzer
+from vision.liveness import LivenessChecker
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +44,37 @@ def _open_services(settings: Settings, metrics: Metrics, analyzer: FaceAnalyzer 
                          "and GATEWATCH_MARGIN")
     gallery = Gallery.open(settings.data_dir, analyzer.model_id, analyzer.embedder.dim,
                            accept_threshold=threshold, margin=margin)
+    store = None
     try:
         store = ServiceStore(settings.data_dir / DB_NAME, analyzer.model_id)
         _bootstrap_admin(settings, store)
+        checker, state = _load_liveness(settings)
+        live = LiveGates(settings, store, gallery, analyzer, metrics, checker, state)
     except BaseException:
+        if store is not None:
+            store.close()
         gallery.close()
         raise
     metrics.watch_templates(gallery.count_templates)
     return Services(settings=settings, analyzer=analyzer, gallery=gallery, store=store, metrics=metrics,
                     limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
-                    face_pool=ThreadPoolExecutor(settings.face_workers, thread_name_prefix="faces"))
+                    face_pool=ThreadPoolExecutor(settings.face_workers, thread_name_prefix="faces"),
+                    liveness=checker, live=live)
+
+
+def _load_liveness(settings: Settings) -> tuple[LivenessChecker | None, LivenessState]:
+    """The MiniFASNet pair, or why not. Its weights are not on PyPI; without them the service still
+    starts, says so in /healthz, and the `liveness` setting decides what gates do."""
+    if settings.liveness == "off":
+        return None, "off"
+    try:
+        return LivenessChecker.from_registry(), "ok"
+    except Exception as exc:  # a missing file (ModelNotFoundError) or one that does not load
+        consequence = ("every gate decision will be a deny (set GATEWATCH_LIVENESS=if_available or off to "
+                       "accept faces without it)" if settings.liveness == "required"
+                       else "faces are accepted without a liveness check")
+        log.error("liveness model unavailable: %s; %s", exc, consequence)
+        return None, "unavailable"
 
 
 def _bootstrap_admin(settings: Settings, store: ServiceStore) -> None:
@@ -72,11 +96,14 @@ def create_app(settings: Settings, *, analyzer: FaceAnalyzer | None = None) -> F
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = _open_services(settings, app_metrics, analyzer)
         app.state.services = services
-        log.info("gatewatch serving %s with %s (%d templates)", settings.data_dir, services.analyzer.model_id,
-                 services.gallery.count_templates())
+        log.info("gatewatch serving %s with %s (%d templates, %d cameras, liveness %s)", settings.data_dir,
+                 services.analyzer.model_id, services.gallery.count_templates(), len(services.live.cameras()),
+                 services.live.liveness_state)
+        services.live.start(asyncio.get_running_loop())
         try:
             yield
         finally:
+            services.live.stop()
             services.face_pool.shutdown(wait=True, cancel_futures=True)
             services.store.close()
             services.gallery.close()
@@ -85,7 +112,7 @@ def create_app(settings: Settings, *, analyzer: FaceAnalyzer | None = None) -> F
                   description="Face-recognition gates: gate controllers ask unlock or deny; operators enrol "
                               "residents and set who may pass where; every decision is recorded.")
     install_errors(app)
-    for module in (keys, gates, residents, access, identify, events, health, metrics):
+    for module in (keys, gates, cameras, commands, residents, access, identify, events, health, metrics):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestTimer, metrics=app_metrics)

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Path
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import AdminKey
-from api.errors import AUTHENTICATED, responses
+from api.errors import AUTHENTICATED, ApiError, responses
+from api.live import CameraInUseError
 from api.schemas import API_PREFIX, MAX_ID, GateCreate, GateCreated, GateOut
 from api.services import ServicesDep
 from gates.service_store import Gate
@@ -38,7 +39,10 @@ async def get_gate(gate_id: GateId, services: ServicesDep, _: AdminKey) -> GateO
     return gate_out(await run_in_threadpool(services.store.get_gate, gate_id))
 
 
-@router.delete("/{gate_id}", status_code=204, responses=responses(404),
+@router.delete("/{gate_id}", status_code=204, responses=responses(404, 409),
                summary="Remove a gate; its keys are revoked and residents lose it from their allowed gates")
 async def delete_gate(gate_id: GateId, services: ServicesDep, _: AdminKey) -> None:
-    await run_in_threadpool(services.store.delete_gate, gate_id)
+    try:
+        await run_in_threadpool(services.live.delete_gate, gate_id)
+    except CameraInUseError as exc:
+        raise ApiError(409, str(exc), reason="gate_in_use") from None

@@ -24,13 +24,16 @@ def _health(services: Services) -> Health:
     except sqlite3.Error:
         log.exception("health check: the database is not answering")
         templates, db_ok = 0, False
-    return Health(status="ok" if db_ok else "degraded", model_id=services.analyzer.model_id,
-                  models_loaded=True, gallery_templates=templates, db_ok=db_ok)
+    live = services.live
+    cameras = live.runtime.stats()
+    return Health(status="ok" if db_ok and not live.refuses_all else "degraded", model_id=services.analyzer.model_id,
+                  models_loaded=True, gallery_templates=templates, db_ok=db_ok, liveness=live.liveness_state,
+                  cameras=len(cameras), cameras_online=sum(bool(c.online) for c in cameras))
 
 
 @router.get("/healthz", response_model=Health,
             responses={503: {"model": Health, "description": "The database is not answering"}},
-            summary="Models loaded, gallery size, database reachable")
+            summary="Models loaded, liveness, cameras online, gallery size, database reachable")
 async def healthz(services: ServicesDep) -> JSONResponse:
     health = await run_in_threadpool(_health, services)
     return JSONResponse(health.model_dump(), status_code=200 if health.db_ok else 503)

@@ -1,4 +1,6 @@
-"""Prometheus metrics: request latency, decisions by reason, and where the time of a decision goes.
+"""Prometheus metrics: request latency, decisions by reason, where the time of a decision goes, and
+the live cameras (frame rate, decode time, frames decoded/dropped, disconnects, online, decision
+latency from a frame's arrival).
 
 Each app has its own registry, so several apps in one process (tests) do not share counters.
 """
@@ -6,7 +8,7 @@ Each app has its own registry, so several apps in one process (tests) do not sha
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from fastapi import APIRouter, Request, Response
@@ -18,7 +20,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vision.gate_runtime import CameraStats
 
 # Gate decisions should take tens of milliseconds; uploads and enrolments up to seconds.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -37,9 +43,17 @@ class Metrics:
                                 ["stage"], buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.templates = Gauge("gatewatch_gallery_templates", "Face templates in the gallery",
                                registry=self.registry)
+        self.camera_latency = Histogram("gatewatch_camera_decision_latency_seconds",
+                                        "From a frame's arrival to the gate decision made on it",
+                                        ["camera_id"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.camera_events = Counter("gatewatch_camera_events_total", "Cameras going offline or online",
+                                     ["camera_id", "type"], registry=self.registry)
 
     def watch_templates(self, count: Callable[[], float]) -> None:
         self.templates.set_function(count)
+
+    def watch_cameras(self, stats: Callable[[], list[CameraStats]]) -> None:
+        self.registry.register(_CameraCollector(stats))
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -48,6 +62,34 @@ class Metrics:
             yield
         finally:
             self.stages.labels(name).observe(time.perf_counter() - started)
+
+
+class _CameraCollector(Collector):
+    """Reads the runtime's per-camera counters at scrape time: one source of truth, no copying."""
+
+    def __init__(self, stats: Callable[[], list[CameraStats]]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        stats = self.stats()
+        gauges = (("fps", "Frames decoded per second", lambda s: s.fps),
+                  ("decode_seconds", "Time to read and decode one frame (smoothed)", lambda s: s.decode_ms / 1000),
+                  ("online", "1 while the camera delivers frames", lambda s: float(bool(s.online))))
+        counters = (("frames_decoded", "Frames decoded", lambda s: s.frames_decoded),
+                    ("frames_dropped", "Frames overwritten before processing took them", lambda s: s.frames_dropped),
+                    ("frames_stale", "Frames skipped as too old to decide on", lambda s: s.frames_stale),
+                    ("frames_processed", "Frames the gate decisions ran on", lambda s: s.frames_processed),
+                    ("disconnects", "Connections lost after frames had arrived", lambda s: s.disconnects))
+        for name, help_text, value in gauges:
+            family = GaugeMetricFamily(f"gatewatch_camera_{name}", help_text, labels=["camera_id"])
+            for s in stats:
+                family.add_metric([s.camera_id], value(s))
+            yield family
+        for name, help_text, value in counters:
+            family = CounterMetricFamily(f"gatewatch_camera_{name}", help_text, labels=["camera_id"])
+            for s in stats:
+                family.add_metric([s.camera_id], value(s))
+            yield family
 
 
 class RequestTimer:

@@ -18,7 +18,8 @@ from pydantic import (
 
 from gates.access import DecisionKind, Reason
 from gates.rules import PersonKind
-from gates.service_store import GateKind, Role
+from gates.service_store import CameraEventType, GateKind, Role
+from vision.cameras import CameraConfig
 
 API_PREFIX = "/api/v1"
 MAX_ID = 2**63 - 1
@@ -203,6 +204,9 @@ class EventOut(BaseModel):
     latency_ms: float
     alert: bool
     crop_url: str | None = Field(description="the stored face crop, when crop retention is on")
+    camera_id: str | None = Field(description="the camera whose video was decided on; null: a photo sent to "
+                                              "the access endpoint")
+    liveness: float | None = Field(description="probability that the face was a live person (null: not checked)")
 
 
 class EventPage(BaseModel):
@@ -216,3 +220,57 @@ class Health(BaseModel):
     models_loaded: bool
     gallery_templates: int
     db_ok: bool
+    liveness: Literal["ok", "unavailable", "off"] = Field(
+        description="unavailable: no liveness model could be loaded; with the setting liveness=required every "
+                    "gate decision is then a deny (and status is degraded)")
+    cameras: int = Field(description="gate and door cameras running")
+    cameras_online: int
+
+
+# --- cameras and the gate controller's command stream -------------------------------------------
+
+class CameraStatus(BaseModel):
+    running: bool = Field(description="false for facade cameras, which the gate runtime does not run")
+    online: bool | None = Field(description="null until the first connection attempt has ended")
+    fps: float
+    decode_ms: float
+    frames_decoded: int
+    frames_dropped: int
+    frames_stale: int
+    frames_processed: int
+    disconnects: int
+    decisions: int
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+
+
+class CameraOut(CameraConfig):
+    status: CameraStatus
+
+
+class CameraEventOut(BaseModel):
+    id: int
+    at: str
+    camera_id: str
+    gate_id: int | None
+    type: CameraEventType
+    reason: str
+    alert: bool = Field(description="true when a camera went offline")
+
+
+class CameraEventPage(BaseModel):
+    events: list[CameraEventOut]
+    next_cursor: str | None
+
+
+class UnlockCommand(BaseModel):
+    """What a gate controller receives for every unlock decided from its cameras' video; the event
+    is committed before this is sent."""
+
+    event_id: int
+    gate_id: int
+    at: str = Field(description="decision time, UTC; a controller should ignore an unlock a few seconds old")
+    camera_id: str
+    resident: ResidentRef
+    similarity: float | None
+    liveness: float | None

@@ -10,12 +10,14 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 
+from api.live import LiveGates
 from api.metrics import Metrics
 from api.ratelimit import RateLimiter
 from api.settings import Settings
 from gates.gallery import Gallery
 from gates.service_store import ServiceStore
 from vision.faces import FaceAnalyzer
+from vision.liveness import LivenessChecker
 
 T = TypeVar("T")
 
@@ -31,6 +33,9 @@ class Services:
     # The neural nets already use every core per call: a few workers, not the event loop and not
     # the default pool of dozens of threads that would only fight over the cores.
     face_pool: ThreadPoolExecutor
+    # None when off or unavailable; live.liveness_state says which, live.refuses_all what follows.
+    liveness: LivenessChecker | None
+    live: LiveGates
 
     async def face_work(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.face_pool, fn, *args)

@@ -9,18 +9,20 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, HttpUrl, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gatewatch.cli import DEFAULT_DATA_DIR
+from vision.cameras import CAMERA_FOLDER, CameraConfigError, load_camera_folder
 from vision.images import MAX_PIXELS
 
 CONFIG_NAMES = ("gatewatch.yaml", "gatewatch.yml", "gatewatch.toml")
 MiB = 1024 * 1024
+LivenessMode = Literal["required", "if_available", "off"]
 
 
 class SettingsError(ValueError):
@@ -48,6 +50,15 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(100, ge=1, description="requests a key may send at once")
     retain_crops: bool = Field(False, description="store the face crop of every access event")
     timezone: str | None = Field(None, description="IANA zone of the time windows; default: the host's")
+    liveness: LivenessMode = Field(
+        "required", description="anti-spoofing (MiniFASNet pair) on every gate decision. required: without the "
+        "model every gate decision is a deny (reason error); if_available: used when the model is there, "
+        "faces are accepted without it otherwise; off: never used")
+    commands_keepalive_s: float = Field(15.0, ge=0.05, le=300.0,
+                                        description="seconds between pings on an idle gate command stream")
+    unlock_webhook_url: HttpUrl | None = Field(None, description="POSTed every unlock decided from video")
+    unlock_webhook_secret: SecretStr | None = Field(None, min_length=16, validate_default=True,
+                                                    description="HMAC-SHA256 key signing the webhook's body")
 
     @field_validator("pack")
     @classmethod
@@ -67,6 +78,13 @@ class Settings(BaseSettings):
             except (ZoneInfoNotFoundError, ValueError):
                 raise ValueError(f"unknown time zone {value!r} (use an IANA name such as "
                                  "Asia/Shanghai)") from None
+        return value
+
+    @field_validator("unlock_webhook_secret")
+    @classmethod
+    def _webhook_is_signed(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None and info.data.get("unlock_webhook_url") is not None:
+            raise ValueError("unlock_webhook_url needs unlock_webhook_secret: an unsigned unlock could be forged")
         return value
 
     @property
@@ -118,14 +136,19 @@ class _ConfigFile(PydanticBaseSettingsSource):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Settings from every source, or SettingsError with one line per problem."""
+    """Settings from every source, or SettingsError with one line per problem; also reads the
+    camera files of the data dir, so a bad one stops `gatewatch serve` here, with its name."""
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+        load_camera_folder(settings.data_dir / CAMERA_FOLDER)
+        return settings
+    except CameraConfigError as exc:
+        raise SettingsError(str(exc)) from None
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
             name = ".".join(str(part) for part in error["loc"]) or "settings"
-            shown = "" if "key" in name else f"; got {error.get('input')!r}"
+            shown = "" if "key" in name or "secret" in name else f"; got {error.get('input')!r}"
             lines.append(f"  {name}: {error['msg']} (GATEWATCH_{name.upper()} or {name} in the config file"
                          f"{shown})")
         raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None

@@ -1,6 +1,6 @@
 """SQLite storage of the gate service: gates, API keys, access rules and the event record.
 
-The tables live in the gallery's database (schema version 2 of gates/store.py), so that a resident
+The tables live in the gallery's database (schema versions 2 and 3 of gates/store.py), so that a resident
 and everything attached to them are created and deleted in single transactions. Residents made
 here are inserted with their rule in one transaction: a crash in between must not leave a visitor
 or a blocked face stored as an ordinary resident of every gate. Their faces are added through the
@@ -30,6 +30,7 @@ from gates.store import Store, UnknownResidentError, connect, transaction
 
 Role = Literal["admin", "gate", "guard"]
 GateKind = Literal["main", "stairwell"]
+CameraEventType = Literal["camera_offline", "camera_online"]
 
 KEY_PREFIX = "gw_"
 _KEY_BYTES = 32
@@ -99,11 +100,28 @@ class Event:
     latency_ms: float
     alert: bool
     has_crop: bool
+    camera_id: str | None
+    liveness: float | None
+
+
+@dataclass(frozen=True)
+class CameraRecord:
+    """A camera going offline (an alert: a gate camera that sees nothing opens for nobody) or
+    coming back online."""
+
+    id: int
+    at: str
+    camera_id: str
+    gate_id: int | None
+    type: CameraEventType
+    reason: str
+    alert: bool
 
 
 @dataclass(frozen=True)
 class EventFilter:
     gate_id: int | None = None
+    camera_id: str | None = None
     decision: str | None = None
     alert: bool | None = None
     since: datetime | None = None
@@ -132,7 +150,7 @@ _RULE_SELECT = ("SELECT kind, all_gates, schedule, valid_from, valid_until, entr
                 "(SELECT json_group_array(gate_id) FROM allowed_gates a WHERE a.resident_id = r.resident_id) "
                 "FROM access_rules r")
 _EVENT_SELECT = ("SELECT e.id, e.at, e.gate_id, e.decision, e.reason, e.resident_id, e.resident_name, "
-                 "e.similarity, e.latency_ms, e.alert, c.event_id IS NOT NULL "
+                 "e.similarity, e.latency_ms, e.alert, c.event_id IS NOT NULL, e.camera_id, e.liveness "
                  "FROM events e LEFT JOIN event_crops c ON c.event_id = e.id")
 
 
@@ -290,11 +308,13 @@ class ServiceStore:
 
     def record_access(self, *, at: datetime, gate_id: int, verdict: Verdict, resident_id: int | None,
                       resident_name: str | None, similarity: float | None, latency_ms: float,
-                      crop_jpeg: bytes | None = None) -> tuple[int, Verdict]:
+                      crop_jpeg: bytes | None = None, camera_id: str | None = None,
+                      liveness: float | None = None) -> tuple[int, Verdict]:
         """Stores the decision and, for an unlocking visitor, spends one entry of their pass, in one
         transaction. Returns the event id and the verdict as stored, which is a deny where the store
         knows better than the caller: the pass's last entry was spent by a concurrent request
-        ("expired"), or the person was deleted since they were recognised ("unknown")."""
+        ("expired"), or the person was deleted since they were recognised ("unknown").
+        `camera_id`: the camera whose video was decided on (None: a photo sent to the API)."""
         with self._transaction() as conn:
             if resident_id is not None:
                 row = conn.execute("SELECT (SELECT entries_left FROM access_rules WHERE resident_id = r.id) "
@@ -309,9 +329,9 @@ class ServiceStore:
                                      "WHERE resident_id = ?", (resident_id,))
             event_id = conn.execute(
                 "INSERT INTO events (at, gate_id, decision, reason, resident_id, resident_name, similarity, "
-                "latency_ms, alert) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "latency_ms, alert, camera_id, liveness) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (utc_text(at), gate_id, verdict.decision, verdict.reason, resident_id, resident_name,
-                 similarity, latency_ms, int(verdict.alert))).lastrowid
+                 similarity, latency_ms, int(verdict.alert), camera_id, liveness)).lastrowid
             if crop_jpeg is not None:
                 conn.execute("INSERT INTO event_crops (event_id, resident_id, jpeg) VALUES (?, ?, ?)",
                              (event_id, resident_id, crop_jpeg))
@@ -320,7 +340,8 @@ class ServiceStore:
     def list_events(self, where: EventFilter, *, limit: int, before_id: int | None = None) -> list[Event]:
         """Newest first; `before_id` continues a listing below the last id seen."""
         clauses, params = [], []
-        for clause, value in (("e.gate_id = ?", where.gate_id), ("e.decision = ?", where.decision),
+        for clause, value in (("e.gate_id = ?", where.gate_id), ("e.camera_id = ?", where.camera_id),
+                              ("e.decision = ?", where.decision),
                               ("e.alert = ?", None if where.alert is None else int(where.alert)),
                               ("e.at >= ?", where.since and utc_text(where.since)),
                               ("e.at < ?", where.until and utc_text(where.until)),
@@ -332,7 +353,8 @@ class ServiceStore:
         sql = f"{_EVENT_SELECT} {where_sql} ORDER BY e.id DESC LIMIT ?"
         with self._lock:
             rows = self._conn.execute(sql, (*params, limit)).fetchall()
-        return [Event(*row[:9], alert=bool(row[9]), has_crop=bool(row[10])) for row in rows]
+        return [Event(*row[:9], alert=bool(row[9]), has_crop=bool(row[10]), camera_id=row[11], liveness=row[12])
+                for row in rows]
 
     def event_crop(self, event_id: int) -> bytes:
         with self._lock:
@@ -345,6 +367,26 @@ class ServiceStore:
     def count_events(self) -> int:
         with self._lock:
             return self._conn.execute("SELECT count(*) FROM events").fetchone()[0]
+
+    # --- cameras --------------------------------------------------------------------------------
+
+    def record_camera_event(self, *, at: datetime, camera_id: str, gate_id: int | None, type: CameraEventType,
+                            reason: str) -> CameraRecord:
+        with self._transaction() as conn:
+            row = conn.execute("INSERT INTO camera_events (at, camera_id, gate_id, type, reason, alert) "
+                               "VALUES (?, ?, ?, ?, ?, ?) RETURNING id, at, camera_id, gate_id, type, reason, alert",
+                               (utc_text(at), camera_id, gate_id, type, reason,
+                                int(type == "camera_offline"))).fetchone()
+        return CameraRecord(*row[:6], alert=bool(row[6]))
+
+    def list_camera_events(self, *, camera_id: str | None, limit: int,
+                           before_id: int | None = None) -> list[CameraRecord]:
+        """Newest first; `before_id` continues a listing below the last id seen."""
+        sql = ("SELECT id, at, camera_id, gate_id, type, reason, alert FROM camera_events "
+               "WHERE (? IS NULL OR camera_id = ?) AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?")
+        with self._lock:
+            rows = self._conn.execute(sql, (camera_id, camera_id, before_id, before_id, limit)).fetchall()
+        return [CameraRecord(*row[:6], alert=bool(row[6])) for row in rows]
 
 
 def _insert_key(conn: sqlite3.Connection, role: Role, gate_id: int | None) -> tuple[ApiKey, str]:

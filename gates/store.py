@@ -124,6 +124,22 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             jpeg BLOB NOT NULL)""",
         "CREATE INDEX event_crops_by_resident ON event_crops(resident_id)",
     ),
+    # Version 3: live cameras. A decision made on a camera's video names the camera (NULL: a photo
+    # sent to the access endpoint) and its liveness score; a camera going offline or coming back is
+    # recorded beside the decisions, for guards, and outlives the camera's configuration.
+    (
+        "ALTER TABLE events ADD COLUMN camera_id TEXT",
+        "ALTER TABLE events ADD COLUMN liveness REAL",
+        f"""CREATE TABLE camera_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at TEXT NOT NULL DEFAULT {_NOW},
+            camera_id TEXT NOT NULL,
+            gate_id INTEGER,
+            type TEXT NOT NULL CHECK (type IN ('camera_offline', 'camera_online')),
+            reason TEXT NOT NULL,
+            alert INTEGER NOT NULL CHECK (alert IN (0, 1)))""",
+        "CREATE INDEX camera_events_by_camera ON camera_events(camera_id, id)",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

@@ -30,7 +30,8 @@ def _people(root: Path) -> dict[str, list[Path]]:
 @pytest.fixture(scope="module")
 def trial(tmp_path_factory: pytest.TempPathFactory, faces_dir: Path, east_asian_dir: Path) -> Iterator[dict]:
     data_dir = tmp_path_factory.mktemp("accuracy")
-    settings = Settings(data_dir=data_dir, admin_key=ADMIN, timezone="UTC")
+    # Recognition accuracy alone: liveness passes only ~82 % of these press photos (test_liveness.py).
+    settings = Settings(data_dir=data_dir, admin_key=ADMIN, timezone="UTC", liveness="off")
     analyzer = build_analyzer("open")
     with TestClient(create_app(settings, analyzer=analyzer)) as c:
         gate_a = c.post("/api/v1/gates", json={"name": "A", "kind": "main"}, headers=A).json()
@@ -98,7 +99,8 @@ def test_east_asian_strangers_are_denied_at_the_strict_threshold(trial: dict) ->
     some never-enrolled East Asian people pass as the one East Asian resident (README gives the
     figure). The registry's strict threshold, set through the service's settings, denies them."""
     strict = registry.get_entry("dlib_resnet_v1").strict_accept_threshold
-    settings = Settings(data_dir=trial["data_dir"], admin_key=ADMIN, timezone="UTC", accept_threshold=strict)
+    settings = Settings(data_dir=trial["data_dir"], admin_key=ADMIN, timezone="UTC", accept_threshold=strict,
+                        liveness="off")
     with TestClient(create_app(settings, analyzer=trial["analyzer"])) as c:
         gate = trial["gate_a"]
         results = [c.post(f"/api/v1/gates/{gate['id']}/access",

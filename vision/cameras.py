@@ -17,6 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 Role = Literal["gate", "door", "facade"]
 ZoneKind = Literal["tree", "road", "sky", "other"]
+Playback = Literal["realtime", "every_frame"]
+# A camera id names its file in the service's cameras/ folder and labels its metrics: no paths, no spaces.
+CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+CAMERA_FILE_SUFFIX = ".yaml"
+CAMERA_FOLDER = "cameras"  # of the gate service's data dir: one <id>.yaml per camera
 
 
 class CameraConfigError(ValueError):
@@ -79,12 +84,20 @@ class FacadeSettings(_Strict):
 
 
 class CameraConfig(_Strict):
-    """One camera. ``source`` is a file path, a stream URL or a device index as text."""
+    """One camera. ``source`` is a file path, a stream URL or a device index as text.
 
-    id: str = Field(min_length=1)
+    ``gate_id`` is the gate service's id of the gate or door a gate/door camera opens (the service
+    requires it; offline analysis does not). ``playback`` only concerns video-file sources:
+    ``realtime`` plays the file at its frame rate like the camera it was recorded from (frames are
+    skipped when processing is slower), ``every_frame`` hands every frame to the analysis (replays
+    and tests, where a skipped frame would make the result depend on the machine's load).
+    """
+
+    id: str = Field(pattern=CAMERA_ID_PATTERN, description="letters, digits, '_', '.', '-'; at most 64")
     role: Role
-    source: str
-    gate_id: str | None = None
+    source: str = Field(min_length=1, max_length=2000)
+    gate_id: int | None = Field(None, ge=1, le=2**63 - 1)
+    playback: Playback = "realtime"
     facade: FacadeSettings | None = None
 
     @field_validator("source", mode="before")
@@ -134,5 +147,41 @@ def load_camera(path: str | Path) -> CameraConfig:
 
 
 def dump_camera(config: CameraConfig) -> str:
-    """YAML text for a camera; the generator and tests write camera files with it."""
-    return yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    """YAML text for a camera; the generator, the service and tests write camera files with it."""
+    return yaml.safe_dump(config.model_dump(mode="json", exclude_none=True, exclude_defaults=True),
+                          sort_keys=False)
+
+
+def camera_file(folder: Path, camera_id: str) -> Path:
+    return folder / f"{camera_id}{CAMERA_FILE_SUFFIX}"
+
+
+def load_camera_folder(folder: str | Path) -> list[CameraConfig]:
+    """Every camera file of a folder (``<id>.yaml``), sorted by id. The file name must be the
+    camera's id, so two files can never claim one camera and the service knows which file to
+    rewrite when the camera is edited. Raises CameraConfigError naming the first bad file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    cameras = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.suffix != CAMERA_FILE_SUFFIX:
+            continue  # editor backups, the service's temporary files
+        camera = load_camera(path)
+        if camera.id != path.stem:
+            raise CameraConfigError(f"camera file {path}: its id is {camera.id!r}; name the file "
+                                    f"{camera.id}{CAMERA_FILE_SUFFIX} (one file per camera, named by id)")
+        cameras.append(camera)
+    return cameras
+
+
+def save_camera(folder: str | Path, config: CameraConfig) -> Path:
+    """Writes ``<id>.yaml`` atomically (temporary file, then rename): a crash mid-write leaves the
+    old file or the new one, never half a camera that would stop the next start."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = camera_file(folder, config.id)
+    temporary = folder / f".{config.id}.tmp"
+    temporary.write_text(dump_camera(config), encoding="utf-8")
+    temporary.replace(path)
+    return path

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -33,12 +33,14 @@ _NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "ud
 @dataclass(frozen=True)
 class Frame:
     """index counts frames decoded by this camera since start (gaps = frames skipped by a slow
-    consumer); timestamp is wall-clock time of decode for live sources, media time for files."""
+    consumer); timestamp is wall-clock time of decode for live sources, media time for files.
+    arrived is the monotonic clock when the frame was made (decoded), for latency on any source."""
 
     camera_id: str
     index: int
     timestamp: float
     image: np.ndarray
+    arrived: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,14 @@ def is_file_source(source: str) -> bool:
     return not source.isdigit() and not source.lower().startswith(_NETWORK_SCHEMES)
 
 
+def check_source(camera_id: str, source: str) -> None:
+    """SourceError for a source that can never work; a network camera or a device may be down now
+    and come up later, so only a missing video file is refused."""
+    if is_file_source(source) and not Path(source).is_file():
+        raise SourceError(f"camera {camera_id!r}: video file {source!r} does not exist (a source is a video file, "
+                          f"a device index, or a {'/'.join(s.rstrip(':/') for s in _NETWORK_SCHEMES)} URL)")
+
+
 def open_capture(source: str, open_timeout_s: float = 5.0, read_timeout_s: float = 5.0) -> cv2.VideoCapture:
     """A digit is a USB device index; anything else goes to FFmpeg with timeouts, so a camera that
     hangs mid-stream fails a read after read_timeout_s instead of blocking its thread forever."""
@@ -83,16 +93,19 @@ class CameraStream:
     """Reads one camera on its own thread; `read()` returns the newest frame not yet returned.
 
     File sources are played at their native frame rate (``realtime``) so a recording behaves like
-    the camera it came from, and end the stream at the end instead of reconnecting. Counters are
+    the camera it came from, and end the stream at the end instead of reconnecting; ``every_frame``
+    makes a file's reader wait until its frame was read instead of overwriting it (replays, tests).
+    ``on_frame`` is called after each new frame, so one consumer of many cameras can sleep until any
+    of them has something (it must be quick: it runs on the reader thread). Counters are
     plain attributes for the metrics exporter: fps (decoded, smoothed), decode_ms (smoothed time of
     one read), frames_decoded, frames_dropped (decoded but overwritten unread), disconnects, online.
     """
 
     def __init__(self, camera_id: str, source: str, *, on_event: Callable[[CameraEvent], None] | None = None,
                  backoff: Backoff = Backoff(), open_timeout_s: float = 5.0, read_timeout_s: float = 5.0,
-                 realtime: bool = True) -> None:
-        if is_file_source(source) and not Path(source).is_file():
-            raise SourceError(f"camera {camera_id!r}: video file {source!r} does not exist")
+                 realtime: bool = True, every_frame: bool = False,
+                 on_frame: Callable[[], None] | None = None) -> None:
+        check_source(camera_id, source)
         self.camera_id = camera_id
         self.source = source
         self.is_file = is_file_source(source)
@@ -101,6 +114,8 @@ class CameraStream:
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
         self.realtime = realtime
+        self.every_frame = every_frame and self.is_file
+        self.on_frame = on_frame
         self.fps = 0.0
         self.decode_ms = 0.0
         self.frames_decoded = 0
@@ -119,11 +134,14 @@ class CameraStream:
         self._thread.start()
         return self
 
-    def stop(self, timeout_s: float | None = None) -> None:
+    def stop(self, timeout_s: float | None = None, *, wait: bool = True) -> None:
+        """wait=False only asks the thread to end: stopping many cameras, ask all, then join each,
+        so that cameras stuck in a read wait out their timeouts together, not one after another."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        self._thread.join(self.read_timeout_s + 1.0 if timeout_s is None else timeout_s)
+        if wait and self._thread.is_alive():
+            self._thread.join(self.read_timeout_s + 1.0 if timeout_s is None else timeout_s)
 
     def __enter__(self) -> CameraStream:
         return self.start()
@@ -145,6 +163,7 @@ class CameraStream:
                 self._cond.wait(remaining)
             frame = self._latest
             self._returned = frame.index
+            self._cond.notify_all()  # an every_frame reader waits for this
             return frame
 
     def _run(self) -> None:
@@ -189,8 +208,11 @@ class CameraStream:
         return "stopped", count
 
     def _publish(self, image: np.ndarray, timestamp: float, decode_s: float) -> None:
-        now = time.monotonic()
         with self._cond:
+            if self.every_frame:
+                self._cond.wait_for(lambda: self._stop.is_set() or self._latest is None
+                                    or self._latest.index <= self._returned)
+            now = time.monotonic()
             if self._latest is not None and self._latest.index > self._returned:
                 self.frames_dropped += 1
             if self.frames_decoded:
@@ -200,9 +222,11 @@ class CameraStream:
             else:
                 self.decode_ms = decode_s * 1000
             self._last_publish = now
-            self._latest = Frame(self.camera_id, self.frames_decoded, timestamp, image)
+            self._latest = Frame(self.camera_id, self.frames_decoded, timestamp, image, now)
             self.frames_decoded += 1
             self._cond.notify_all()
+        if self.on_frame is not None:
+            self.on_frame()
 
     def _set_online(self, online: bool, reason: str) -> None:
         if self.online is online:

@@ -1,0 +1,229 @@
+"""The service's live cameras: configuration, the gate runtime, and what a decision from video does.
+
+Cameras are files, one per camera, in `DATA_DIR/cameras/<id>.yaml` (the format `gatewatch analyze
+--camera` reads). They are validated at start (a bad file stops the service, naming the file) and
+edited through the API, which rewrites the file and starts, restarts or stops the camera's reader;
+so the folder is always what runs, and what runs after a restart.
+
+A decision from video goes the way of a photo sent to the access endpoint: the resident's rules
+(`gates.access.decide`), one committed record (a visitor's entry spent, a blocked face or a spoof
+raised as an alert), and only then the unlock, to the gate's command streams and the webhook. Any
+error on the way is a deny. A camera going offline or online is recorded for guards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import Literal
+
+from api.delivery import CommandHub
+from api.metrics import Metrics
+from api.schemas import ResidentRef, UnlockCommand
+from api.settings import Settings
+from api.webhook import WebhookSender
+from gates.access import ERROR, Verdict, decide
+from gates.gallery import Gallery
+from gates.service_store import ServiceStore, UnknownGateError, utc_text
+from vision.cameras import CAMERA_FOLDER, CameraConfig, camera_file, load_camera_folder, save_camera
+from vision.face_tracks import GateDecision
+from vision.faces import FaceAnalyzer
+from vision.gate_runtime import GATE_ROLES, CameraStats, GateRuntime
+from vision.liveness import LivenessChecker
+from vision.streams import CameraEvent, check_source
+
+log = logging.getLogger(__name__)
+
+LivenessState = Literal["ok", "unavailable", "off"]
+
+
+class CameraError(ValueError):
+    """A camera the service cannot take; `reason` is the API's reason code."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class DuplicateCameraError(CameraError):
+    def __init__(self, camera_id: str) -> None:
+        super().__init__(f"a camera with id {camera_id!r} exists already", "duplicate")
+
+
+class UnknownCameraError(KeyError):
+    pass
+
+
+class CameraInUseError(ValueError):
+    """A gate that cameras still open cannot be deleted: their files would stop the next start."""
+
+
+class LiveGates:
+    def __init__(self, settings: Settings, store: ServiceStore, gallery: Gallery, analyzer: FaceAnalyzer,
+                 metrics: Metrics, liveness: LivenessChecker | None, liveness_state: LivenessState) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.liveness_state = liveness_state
+        self.folder = settings.data_dir / CAMERA_FOLDER
+        self.commands = CommandHub()
+        secret = settings.unlock_webhook_secret
+        self.webhook = (None if settings.unlock_webhook_url is None or secret is None else
+                        WebhookSender(str(settings.unlock_webhook_url), secret.get_secret_value().encode()))
+        self._lock = threading.Lock()
+        self._cameras = {c.id: c for c in load_camera_folder(self.folder)}
+        for camera in self._cameras.values():
+            try:
+                self._check(camera)
+            except CameraError as exc:
+                raise CameraError(f"camera file {camera_file(self.folder, camera.id)}: {exc}", exc.reason) from None
+        self.runtime = GateRuntime([c for c in self._cameras.values() if c.role in GATE_ROLES], analyzer,
+                                   gallery.identify, on_decision=self._on_decision,
+                                   on_camera_event=self._on_camera_event, liveness=liveness)
+        metrics.watch_cameras(self.runtime.stats)
+
+    @property
+    def refuses_all(self) -> bool:
+        """Liveness is required and no model could be loaded: every gate decision is a deny."""
+        return self.settings.liveness == "required" and self.liveness_state == "unavailable"
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """`loop`: the server's event loop, where the command streams are served."""
+        self.commands.bind(loop)
+        if self.webhook is not None:
+            self.webhook.start()
+        self.runtime.start()
+
+    def stop(self) -> None:
+        """Cameras first (no more decisions), then the deliveries; open streams are ended."""
+        self.runtime.stop()
+        if self.webhook is not None:
+            self.webhook.stop()
+        self.commands.close()
+
+    # --- configuration ---------------------------------------------------------------------------
+
+    def cameras(self) -> list[CameraConfig]:
+        with self._lock:
+            return sorted(self._cameras.values(), key=lambda c: c.id)
+
+    def camera(self, camera_id: str) -> CameraConfig:
+        with self._lock:
+            if camera_id not in self._cameras:
+                raise UnknownCameraError(f"no camera with id {camera_id!r}")
+            return self._cameras[camera_id]
+
+    def stats(self) -> dict[str, CameraStats]:
+        return {s.camera_id: s for s in self.runtime.stats()}
+
+    def create(self, camera: CameraConfig) -> None:
+        with self._lock:
+            if camera.id in self._cameras:
+                raise DuplicateCameraError(camera.id)
+            self._apply(camera)
+
+    def replace(self, camera: CameraConfig) -> None:
+        with self._lock:
+            if camera.id not in self._cameras:
+                raise UnknownCameraError(f"no camera with id {camera.id!r}")
+            self._apply(camera)
+
+    def delete(self, camera_id: str) -> None:
+        with self._lock:
+            if camera_id not in self._cameras:
+                raise UnknownCameraError(f"no camera with id {camera_id!r}")
+            camera_file(self.folder, camera_id).unlink(missing_ok=True)
+            del self._cameras[camera_id]
+            self.runtime.remove(camera_id)
+
+    def delete_gate(self, gate_id: int) -> None:
+        """Under the cameras' lock, so no camera can be pointed at the gate while it goes."""
+        with self._lock:
+            using = sorted(c.id for c in self._cameras.values() if c.gate_id == gate_id)
+            if using:
+                raise CameraInUseError(f"gate {gate_id} is opened by camera(s) {', '.join(using)}; delete them "
+                                       "or move them to another gate first")
+            self.store.delete_gate(gate_id)
+
+    def _apply(self, camera: CameraConfig) -> None:
+        """Validated, then written, then run: a camera that cannot run is neither stored nor started."""
+        self._check(camera)
+        save_camera(self.folder, camera)
+        self._cameras[camera.id] = camera
+        if camera.role in GATE_ROLES:
+            self.runtime.put(camera)
+        else:
+            self.runtime.remove(camera.id)
+
+    def _check(self, camera: CameraConfig) -> None:
+        try:
+            check_source(camera.id, camera.source)
+        except ValueError as exc:
+            raise CameraError(str(exc), "bad_source") from None
+        if camera.role not in GATE_ROLES:
+            return
+        if camera.gate_id is None:
+            raise CameraError(f"a {camera.role} camera needs gate_id: the gate it opens", "unknown_gate")
+        try:
+            self.store.get_gate(camera.gate_id)
+        except UnknownGateError:
+            raise CameraError(f"gate_id {camera.gate_id}: no gate with that id", "unknown_gate") from None
+
+    # --- decisions and camera events (runtime threads) ------------------------------------------
+
+    def _verdict(self, decision: GateDecision, gate_id: int, now: datetime) -> Verdict:
+        if self.refuses_all:
+            return ERROR
+        match = decision.match
+        if decision.reason not in ("matched", "unknown", "spoof"):
+            return ERROR
+        rule = None if match is None else self.store.rule_for(match.resident_id)
+        return decide(face_found=True, matched=match is not None, rule=rule, gate_id=gate_id, now=now,
+                      spoof=decision.reason == "spoof")
+
+    def _on_decision(self, decision: GateDecision, latency_ms: float) -> None:
+        with self._lock:
+            camera = self._cameras.get(decision.camera_id)
+        if camera is None or camera.gate_id is None:
+            log.warning("decision from camera %s, which was removed meanwhile; dropped", decision.camera_id)
+            return
+        gate_id, match = camera.gate_id, decision.match
+        now = datetime.now(self.settings.zone).astimezone(self.settings.zone)
+        try:
+            verdict = self._verdict(decision, gate_id, now)
+        except Exception:
+            log.exception("rules for camera %s's decision failed; denying", camera.id)
+            verdict = ERROR
+        try:
+            event_id, verdict = self.store.record_access(
+                at=now, gate_id=gate_id, verdict=verdict, resident_id=match and match.resident_id,
+                resident_name=match and match.name, similarity=decision.similarity, latency_ms=latency_ms,
+                camera_id=camera.id, liveness=decision.liveness)
+        except Exception:
+            log.exception("recording camera %s's decision at gate %d failed; not unlocking", camera.id, gate_id)
+            self.metrics.decisions.labels(str(gate_id), "deny", "error").inc()
+            return
+        self.metrics.decisions.labels(str(gate_id), verdict.decision, verdict.reason).inc()
+        self.metrics.camera_latency.labels(camera.id).observe(latency_ms / 1000)
+        if verdict.unlocks and match is not None:
+            command = UnlockCommand(event_id=event_id, gate_id=gate_id, at=utc_text(now), camera_id=camera.id,
+                                    resident=ResidentRef(id=match.resident_id, name=match.name),
+                                    similarity=decision.similarity, liveness=decision.liveness)
+            self.commands.publish(command)
+            if self.webhook is not None:
+                self.webhook.send(command)
+
+    def _on_camera_event(self, event: CameraEvent) -> None:
+        with self._lock:
+            camera = self._cameras.get(event.camera_id)
+        gate_id = None if camera is None else camera.gate_id
+        self.metrics.camera_events.labels(event.camera_id, event.type).inc()
+        try:
+            self.store.record_camera_event(at=datetime.fromtimestamp(event.time, UTC), camera_id=event.camera_id,
+                                           gate_id=gate_id, type=event.type, reason=event.reason)
+        except Exception:
+            # The store already waited out its busy timeout; the log is the last record left.
+            log.exception("could not record %s of camera %s (%s) at %s", event.type, event.camera_id,
+                          event.reason, datetime.fromtimestamp(event.time, UTC).isoformat())

@@ -1,0 +1,255 @@
+"""The live gate pipeline: every gate/door camera read on its own thread, all of them decided on one.
+
+Readers (vision/streams.py) keep only each camera's newest frame. One processing thread wakes when
+any camera has a new frame, takes the newest frame of every camera that has one, and runs them as
+one micro-batch through the face tracks (`face_tracks.step_many`: detection per frame, the chips of
+all cameras embedded in one call). It never waits for a slow or dead camera: a batch is whatever
+is ready. A frame that has waited longer than `max_frame_age_s` (the loop stalled, a camera
+delivered late) is skipped rather than decided on: a door must not open for who stood there a
+second ago. Latency is measured from a frame's arrival (decode) to the decision made on it.
+
+The runtime decides and reports; what a decision means (rules, records, unlocking) is the
+caller's, through `on_decision` and `on_camera_event`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from vision.cameras import CameraConfig
+from vision.face_tracks import GateDecision, GatePolicy, GateTracker, Identify, step_many
+from vision.faces import FaceAnalyzer
+from vision.liveness import LivenessChecker
+from vision.streams import Backoff, CameraEvent, CameraStream, Frame
+
+log = logging.getLogger(__name__)
+
+GATE_ROLES = ("gate", "door")
+# Latency percentiles are over each camera's most recent decisions.
+_LATENCY_WINDOW = 1000
+
+DEFAULT_POLICY = GatePolicy()
+DEFAULT_BACKOFF = Backoff()
+
+OnDecision = Callable[[GateDecision, float], None]
+OnCameraEvent = Callable[[CameraEvent], None]
+
+
+@dataclass(frozen=True)
+class CameraStats:
+    """One camera as the runtime sees it. ended: a file camera played to its end and every track
+    it saw is decided; frames_dropped: decoded but overwritten before the runtime took them
+    (processing slower than the camera); frames_stale: taken but too old to decide on; latency
+    percentiles in ms from frame arrival to decision, None before any decision."""
+
+    camera_id: str
+    gate_id: int | None
+    online: bool | None
+    ended: bool
+    fps: float
+    decode_ms: float
+    frames_decoded: int
+    frames_dropped: int
+    frames_stale: int
+    frames_processed: int
+    disconnects: int
+    decisions: int
+    errors: int
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+
+
+class _Camera:
+    """A camera's reader and face tracks; the tracker is touched only by the processing thread."""
+
+    def __init__(self, config: CameraConfig, stream: CameraStream, tracker: GateTracker) -> None:
+        self.config = config
+        self.stream = stream
+        self.tracker = tracker
+        self.last_frame: Frame | None = None
+        self.finished = False
+        self.frames_stale = 0
+        self.frames_processed = 0
+        self.decisions = 0
+        self.errors = 0
+        self.latencies_ms: deque[float] = deque(maxlen=_LATENCY_WINDOW)
+
+    def stats(self) -> CameraStats:
+        s = self.stream
+        latencies = np.asarray(self.latencies_ms, np.float64)
+        p50, p99 = (np.percentile(latencies, [50, 99]).round(2).tolist() if len(latencies) else (None, None))
+        return CameraStats(self.config.id, self.config.gate_id, s.online, self.finished, round(s.fps, 2),
+                           round(s.decode_ms, 2), s.frames_decoded, s.frames_dropped, self.frames_stale,
+                           self.frames_processed, s.disconnects, self.decisions, self.errors, p50, p99)
+
+
+class GateRuntime:
+    """`GateRuntime(cameras, analyzer, identify, on_decision=...)`, then `start()` / `stop()`.
+
+    `on_decision(decision, latency_ms)` and `on_camera_event(event)` run on the runtime's threads
+    (processing, and each camera's reader): keep them short, and they must not raise (what they
+    raise is logged). Cameras can be added, replaced and removed while running.
+    """
+
+    def __init__(self, cameras: Iterable[CameraConfig], analyzer: FaceAnalyzer, identify: Identify, *,
+                 on_decision: OnDecision, on_camera_event: OnCameraEvent | None = None,
+                 policy: GatePolicy = DEFAULT_POLICY, liveness: LivenessChecker | None = None,
+                 max_frame_age_s: float = 1.0, fps: float = 10.0, backoff: Backoff = DEFAULT_BACKOFF) -> None:
+        """fps: the rate one camera's frames are expected to be decided at (the trackers' clock)."""
+        self.analyzer = analyzer
+        self.identify = identify
+        self.on_decision = on_decision
+        self.on_camera_event = on_camera_event
+        self.policy = policy
+        self.liveness = liveness
+        self.max_frame_age_s = max_frame_age_s
+        self.fps = fps
+        self.backoff = backoff
+        self._cameras: dict[str, _Camera] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gate-runtime", daemon=True)
+        self._started = False
+        for config in cameras:
+            self._cameras[config.id] = self._camera(config)
+
+    # --- life cycle -----------------------------------------------------------------------------
+
+    def start(self) -> GateRuntime:
+        with self._lock:
+            self._started = True
+            for camera in self._cameras.values():
+                camera.stream.start()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        with self._lock:
+            cameras, self._cameras = list(self._cameras.values()), {}
+        for camera in cameras:
+            camera.stream.stop(wait=False)
+        if self._thread.is_alive():
+            self._thread.join()
+        for camera in cameras:
+            camera.stream.stop()
+
+    def __enter__(self) -> GateRuntime:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- cameras --------------------------------------------------------------------------------
+
+    def put(self, config: CameraConfig) -> None:
+        """Adds a camera, or restarts it with its new settings (its tracks start afresh).
+        Raises SourceError for a source that can never work, changing nothing."""
+        camera = self._camera(config)
+        with self._lock:
+            old = self._cameras.get(config.id)
+            self._cameras[config.id] = camera
+            if self._started:
+                camera.stream.start()
+        if old is not None:
+            old.stream.stop()
+
+    def remove(self, camera_id: str) -> None:
+        with self._lock:
+            camera = self._cameras.pop(camera_id, None)
+        if camera is not None:
+            camera.stream.stop()
+
+    def stats(self) -> list[CameraStats]:
+        with self._lock:
+            cameras = list(self._cameras.values())
+        return [camera.stats() for camera in cameras]
+
+    def _camera(self, config: CameraConfig) -> _Camera:
+        if config.role not in GATE_ROLES:
+            raise ValueError(f"camera {config.id!r} has role {config.role!r}; the gate runtime runs gate and "
+                             "door cameras")
+        stream = CameraStream(config.id, config.source, on_event=self._camera_event, backoff=self.backoff,
+                              realtime=config.playback == "realtime",
+                              every_frame=config.playback == "every_frame", on_frame=self._wake.set)
+        tracker = GateTracker(config.id, self.analyzer, self.identify, policy=self.policy, fps=self.fps,
+                              liveness=self.liveness)
+        return _Camera(config, stream, tracker)
+
+    def _camera_event(self, event: CameraEvent) -> None:
+        if self.on_camera_event is not None:
+            self.on_camera_event(event)  # the stream logs what this raises
+
+    # --- the processing loop --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(0.25)  # the timeout only notices file cameras that ended
+            self._wake.clear()
+            with self._lock:
+                cameras = list(self._cameras.values())
+            batch: list[tuple[_Camera, Frame]] = []
+            for camera in cameras:
+                frame = camera.stream.read(timeout_s=0)
+                if frame is None:
+                    if camera.stream.ended and not camera.finished:
+                        self._finish(camera)
+                    continue
+                if (not camera.stream.every_frame
+                        and time.monotonic() - frame.arrived > self.max_frame_age_s):
+                    camera.frames_stale += 1
+                    continue
+                batch.append((camera, frame))
+            if batch:
+                self._decide(batch)
+
+    def _decide(self, batch: list[tuple[_Camera, Frame]]) -> None:
+        try:
+            decisions = step_many([c.tracker for c, _ in batch], [f for _, f in batch])
+        except Exception:
+            log.exception("gate decisions failed for cameras %s; no decision from these frames",
+                          ", ".join(c.config.id for c, _ in batch))
+            for camera, _ in batch:
+                camera.errors += 1
+            return
+        decided_at = time.monotonic()
+        by_id = {}
+        for camera, frame in batch:
+            camera.frames_processed += 1
+            camera.last_frame = frame
+            by_id[camera.config.id] = (camera, frame)
+        for decision in decisions:
+            camera, frame = by_id[decision.camera_id]
+            self._deliver(camera, decision, (decided_at - frame.arrived) * 1000)
+
+    def _finish(self, camera: _Camera) -> None:
+        """A file camera played to its end: its undecided tracks are decided as they stand."""
+        camera.finished = True
+        if camera.last_frame is None:
+            return
+        try:
+            decisions = camera.tracker.finish(camera.last_frame)
+        except Exception:
+            log.exception("closing the tracks of camera %s failed", camera.config.id)
+            camera.errors += 1
+            return
+        latency_ms = (time.monotonic() - camera.last_frame.arrived) * 1000
+        for decision in decisions:
+            self._deliver(camera, decision, latency_ms)
+
+    def _deliver(self, camera: _Camera, decision: GateDecision, latency_ms: float) -> None:
+        camera.decisions += 1
+        camera.latencies_ms.append(latency_ms)
+        try:
+            self.on_decision(decision, latency_ms)
+        except Exception:
+            log.exception("decision callback failed for camera %s", camera.config.id)
