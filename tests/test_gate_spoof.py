@@ -84,6 +84,25 @@ def _held_up(shown: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
     return frames
 
 
+def _turned(photo: np.ndarray, axis: str, degrees: float) -> list[np.ndarray]:
+    """A flat photo turned back and forth about its vertical (yaw) or horizontal (pitch) axis in
+    front of a pinhole camera, as a hand waves a print to fake a moving head."""
+    h, w = photo.shape[:2]
+    corners = np.float64([[-w / 2, -h / 2, 0], [w / 2, -h / 2, 0], [w / 2, h / 2, 0], [-w / 2, h / 2, 0]])
+    frames = []
+    for k in range(CLIP_FRAMES):
+        angle = np.deg2rad(degrees * np.sin(2 * np.pi * k / (CLIP_FRAMES - 1)))
+        c, s = np.cos(angle), np.sin(angle)
+        rotation = (np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]) if axis == "yaw"
+                    else np.array([[1, 0, 0], [0, c, -s], [0, s, c]]))
+        points = corners @ rotation.T + (0, 0, 1.5 * max(w, h))
+        image_points = points[:, :2] / points[:, 2:] * 0.72 * max(w, h) + (CANVAS[1] / 2, CANVAS[0] / 2)
+        homography = cv2.getPerspectiveTransform(np.float32([[0, 0], [w, 0], [w, h], [0, h]]),
+                                                 image_points.astype(np.float32))
+        frames.append(cv2.warpPerspective(photo, homography, CANVAS[::-1], borderValue=(90, 110, 120)))
+    return frames
+
+
 def _decide(frames: list[np.ndarray], analyzer: FaceAnalyzer, gallery: Gallery,
             liveness: LivenessChecker | None) -> list[GateDecision]:
     tracker = GateTracker("gate-cam", analyzer, gallery.identify, fps=FPS, liveness=liveness)
@@ -112,3 +131,18 @@ def test_a_shown_photo_of_a_resident_unlocks_only_without_liveness(
     assert all(decision != "unlock" for seen in with_liveness for decision, _ in seen), with_liveness
     caught = sum(any(reason == "spoof" for _, reason in seen) for seen in with_liveness)
     assert caught >= len(photos) - 1, with_liveness
+
+
+@pytest.mark.parametrize("axis", ["yaw", "pitch"])
+def test_a_clean_photo_waved_in_front_of_the_camera_is_a_spoof(
+        axis: str, analyzer: FaceAnalyzer, liveness: LivenessChecker,
+        residents: tuple[Path, dict[str, np.ndarray]]) -> None:
+    """The resident's own photo with no screen or print artefacts added, turned up to 40 degrees."""
+    data_dir, photos = residents
+    reasons = []
+    with open_gallery(data_dir, analyzer) as gallery:
+        for photo in photos.values():
+            reasons.append([(d.decision, d.reason) for d in _decide(_turned(photo, axis, 40.0), analyzer, gallery,
+                                                                    liveness)])
+    assert all(decision != "unlock" for seen in reasons for decision, _ in seen), reasons
+    assert sum(any(reason == "spoof" for _, reason in seen) for seen in reasons) >= len(photos) - 1, reasons
