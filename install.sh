@@ -19,3 +19,8 @@ if .venv/bin/python -m pip show -q opencv-python >/dev/null 2>&1; then
 fi
 # Convert dlib's embedder to ONNX once (offline; cached under ~/.cache/gatewatch/models).
 .venv/bin/gatewatch models fetch --pack open
+# Liveness (MiniFASNet, Apache-2.0) is not on PyPI: from GATEWATCH_MODEL_MIRROR, or downloaded by
+# sha256 where there is internet. Without it the service starts, says so in /healthz and, with the
+# default GATEWATCH_LIVENESS=required, denies at every gate: not a reason to fail the install.
+.venv/bin/gatewatch models fetch minifasnet_v2 minifasnet_v1se \
+  || echo "install.sh: liveness weights not available; gates deny until they are (see README, Model packs)" >&2

@@ -111,7 +111,9 @@ def _cmd_identify(args: argparse.Namespace) -> int:
 def _cmd_models(args: argparse.Namespace) -> int:
     from models import registry
 
-    ids = registry.get_pack(args.pack).model_ids if args.pack else tuple(registry.ENTRIES)
+    for model_id in args.model_ids:
+        registry.get_entry(model_id)  # an unknown id is an error naming the known ones
+    ids = (tuple(args.model_ids) or (registry.get_pack(args.pack).model_ids if args.pack else tuple(registry.ENTRIES)))
     if args.action == "list":
         for pack in registry.PACKS.values():
             print(f"pack {pack.name}: {pack.description}\n  models: {', '.join(pack.model_ids)}")
@@ -151,7 +153,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level)
+    # A gate controller's open command stream must not hold a shutdown (Ctrl-C, systemd stop) forever.
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level,
+                timeout_graceful_shutdown=5)
     return 0
 
 
@@ -173,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list, fetch (download when online) or verify model files")
     models.add_argument("action", choices=["list", "fetch", "verify"])
+    models.add_argument("model_ids", nargs="*", metavar="MODEL", help="only these models (ids as in list)")
     models.add_argument("--pack", help="only this pack's models")
     models.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     models.set_defaults(func=_cmd_models)

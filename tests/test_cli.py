@@ -93,6 +93,15 @@ def test_models_verify_and_list(tmp_path: Path) -> None:
     assert "pack open:" in listing.stdout and "sface_2021dec" in listing.stdout
 
 
+def test_models_can_be_named_one_by_one(tmp_path: Path, shared_models: Path) -> None:
+    """install.sh fetches the liveness pair by name, from the mirror here (never downloading)."""
+    result = gatewatch("models", "verify", "minifasnet_v2", "minifasnet_v1se", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [line.split(":")[0] for line in result.stdout.splitlines()] == ["minifasnet_v2", "minifasnet_v1se"]
+    unknown = gatewatch("models", "verify", "minifasnet_v3", cwd=tmp_path)
+    assert unknown.returncode == 2 and "unknown model 'minifasnet_v3'" in unknown.stderr
+
+
 def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
     env_free = {k: v for k, v in os.environ.items() if k != "GATEWATCH_MODEL_MIRROR"}
     result = subprocess.run([sys.executable, "-m", "gatewatch.cli", "models", "verify", "--pack", "standard"],
