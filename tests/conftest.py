@@ -49,3 +49,15 @@ def faces_dir(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def east_asian_dir(shared_data: Path) -> Path:
     return _require(shared_data / "faces_east_asian", "faces_east_asian/")
+
+
+@pytest.fixture(scope="session")
+def liveness_pair(shared_models: Path):  # -> vision.liveness.LivenessChecker (imported lazily: conftest stays light)
+    """The MiniFASNet pair from the mirror, or a skip naming the missing weights."""
+    from models.registry import ModelNotFoundError
+    from vision.liveness import LivenessChecker
+
+    try:
+        return LivenessChecker.from_registry(allow_download=False)
+    except ModelNotFoundError as exc:
+        pytest.skip(str(exc))

@@ -18,7 +18,6 @@ import pytest
 from spoof_renders import printed_photo, screen_replay
 
 from gates.gallery import Gallery
-from models.registry import ModelNotFoundError
 from vision.face_tracks import GateDecision, GateTracker
 from vision.faces import FaceAnalyzer, build_analyzer
 from vision.gate_analysis import open_gallery
@@ -35,14 +34,6 @@ Render = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 @pytest.fixture(scope="module")
 def analyzer() -> FaceAnalyzer:
     return build_analyzer("open")
-
-
-@pytest.fixture(scope="module")
-def liveness(shared_models: Path) -> LivenessChecker:
-    try:
-        return LivenessChecker.from_registry(allow_download=False)
-    except ModelNotFoundError as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +105,7 @@ def _decide(frames: list[np.ndarray], analyzer: FaceAnalyzer, gallery: Gallery,
 
 @pytest.mark.parametrize("render", [screen_replay, printed_photo])
 def test_a_shown_photo_of_a_resident_unlocks_only_without_liveness(
-        render: Render, analyzer: FaceAnalyzer, liveness: LivenessChecker,
+        render: Render, analyzer: FaceAnalyzer, liveness_pair: LivenessChecker,
         residents: tuple[Path, dict[str, np.ndarray]]) -> None:
     data_dir, photos = residents
     rng = np.random.default_rng(7)
@@ -123,7 +114,7 @@ def test_a_shown_photo_of_a_resident_unlocks_only_without_liveness(
         for photo in photos.values():
             clip = _held_up(render(photo, rng), rng)
             without.append([(d.decision, d.match and d.match.name) for d in _decide(clip, analyzer, gallery, None)])
-            with_liveness.append([(d.decision, d.reason) for d in _decide(clip, analyzer, gallery, liveness)])
+            with_liveness.append([(d.decision, d.reason) for d in _decide(clip, analyzer, gallery, liveness_pair)])
     # The attack works on recognition alone: most shown residents are let in as themselves.
     opened = sum(("unlock", name) in seen for name, seen in zip(photos, without, strict=True))
     assert opened >= len(photos) - 1, without
@@ -135,7 +126,7 @@ def test_a_shown_photo_of_a_resident_unlocks_only_without_liveness(
 
 @pytest.mark.parametrize("axis", ["yaw", "pitch"])
 def test_a_clean_photo_waved_in_front_of_the_camera_is_a_spoof(
-        axis: str, analyzer: FaceAnalyzer, liveness: LivenessChecker,
+        axis: str, analyzer: FaceAnalyzer, liveness_pair: LivenessChecker,
         residents: tuple[Path, dict[str, np.ndarray]]) -> None:
     """The resident's own photo with no screen or print artefacts added, turned up to 40 degrees."""
     data_dir, photos = residents
@@ -143,6 +134,6 @@ def test_a_clean_photo_waved_in_front_of_the_camera_is_a_spoof(
     with open_gallery(data_dir, analyzer) as gallery:
         for photo in photos.values():
             reasons.append([(d.decision, d.reason) for d in _decide(_turned(photo, axis, 40.0), analyzer, gallery,
-                                                                    liveness)])
+                                                                    liveness_pair)])
     assert all(decision != "unlock" for seen in reasons for decision, _ in seen), reasons
     assert sum(any(reason == "spoof" for _, reason in seen) for seen in reasons) >= len(photos) - 1, reasons

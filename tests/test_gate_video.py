@@ -10,22 +10,15 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
-from conftest import SHARED_DATA
+from walker_clip import VIDEO, walker_photo
 
 from models import registry
-from models.registry import ModelNotFoundError
 from vision.cameras import CameraConfig
 from vision.face_tracks import GateDecision
 from vision.faces import FaceAnalyzer, build_analyzer
 from vision.gate_analysis import analyze_gate_video, open_gallery
 from vision.liveness import LivenessChecker
-
-VIDEO = SHARED_DATA / "video" / "facenetpt_video.mp4"
-ENROL_FRAME = 40
-WALKER_AT = (650, 670)  # centre of the enrolled walker's face in ENROL_FRAME
 
 pytestmark = pytest.mark.skipif(not VIDEO.is_file(), reason="shared video not available")
 
@@ -44,35 +37,11 @@ def _accept_threshold() -> float:
     return registry.get_entry(registry.get_pack("open").embedder).accept_threshold
 
 
-def _still(index: int) -> np.ndarray:
-    cap = cv2.VideoCapture(str(VIDEO))
-    cap.set(cv2.CAP_PROP_POS_FRAMES, index)
-    ok, image = cap.read()
-    cap.release()
-    assert ok
-    return image
-
-
 def _enrol_walker(analyzer: FaceAnalyzer, data_dir: Path) -> None:
-    """Crop the walker's head from one frame (as a guard would from a snapshot) and enrol the crop."""
-    image = _still(ENROL_FRAME)
-    boxes = analyzer.analyze(image).detections.boxes
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-    x1, y1, x2, y2 = boxes[np.argmin(np.linalg.norm(centres - WALKER_AT, axis=1))].astype(int)
-    pad = x2 - x1
-    crop = image[max(0, y1 - pad):y2 + pad, max(0, x1 - pad):x2 + pad]
-    faces = analyzer.analyze(crop)
+    faces = analyzer.analyze(walker_photo(analyzer))
     assert len(faces) == 1
     with open_gallery(data_dir, analyzer) as gallery:
         gallery.add_resident_with_faces("walker", faces.embeddings)
-
-
-@pytest.fixture(scope="module")
-def liveness(shared_models: Path) -> LivenessChecker:
-    try:
-        return LivenessChecker.from_registry(allow_download=False)
-    except ModelNotFoundError as exc:
-        pytest.skip(str(exc))
 
 
 def _run(analyzer: FaceAnalyzer, camera: CameraConfig, data_dir: Path,
@@ -89,10 +58,11 @@ def test_empty_gallery_unlocks_nobody(analyzer: FaceAnalyzer, camera: CameraConf
     assert max(Counter(e.track_id for e in events).values()) == 1  # one decision per track
 
 
-def test_enrolled_walker_unlocks_once(analyzer: FaceAnalyzer, camera: CameraConfig, liveness: LivenessChecker,
+def test_enrolled_walker_unlocks_once(analyzer: FaceAnalyzer, camera: CameraConfig,
+                                     liveness_pair: LivenessChecker,
                                      tmp_path: Path) -> None:
     _enrol_walker(analyzer, tmp_path)
-    events, unlocks = _run(analyzer, camera, tmp_path, liveness)
+    events, unlocks = _run(analyzer, camera, tmp_path, liveness_pair)
     assert len(unlocks) == 1
     unlock = unlocks[0].to_json()
     assert unlock["type"] == "access" and unlock["reason"] == "matched"

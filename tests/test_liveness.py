@@ -37,14 +37,6 @@ def detector() -> FaceDetector:
 
 
 @pytest.fixture(scope="module")
-def pair(shared_models: Path) -> LivenessChecker:
-    try:
-        return LivenessChecker.from_registry(allow_download=False)
-    except ModelNotFoundError as exc:
-        pytest.skip(str(exc))
-
-
-@pytest.fixture(scope="module")
 def fixture_checker(shared_models: Path) -> LivenessChecker:
     path = shared_models / FIXTURE
     if not path.exists():
@@ -78,12 +70,12 @@ def _real_share(checker: LivenessChecker, samples: list[tuple[np.ndarray, np.nda
     return float(np.mean([checker.check(image, box[None]).is_real[0] for image, box in samples]))
 
 
-def test_pair_passes_most_real_photos(pair: LivenessChecker, photos: list) -> None:
+def test_pair_passes_most_real_photos(liveness_pair: LivenessChecker, photos: list) -> None:
     # Measured 82 % on all of faces/ (press photos, not the camera frames the pair is built for).
-    assert _real_share(pair, photos) >= 0.7
+    assert _real_share(liveness_pair, photos) >= 0.7
 
 
-def test_pair_passes_camera_frames(pair: LivenessChecker, detector: FaceDetector, shared_data: Path) -> None:
+def test_pair_passes_camera_frames(liveness_pair: LivenessChecker, detector: FaceDetector, shared_data: Path) -> None:
     video = shared_data / "video" / "facenetpt_video.mp4"
     if not video.exists():
         pytest.skip("facenetpt_video.mp4 not found")
@@ -97,13 +89,13 @@ def test_pair_passes_camera_frames(pair: LivenessChecker, detector: FaceDetector
         index += 1
         faces = detector.detect(frame) if index % 10 == 0 else []
         if len(faces):
-            calls.extend(pair.check(frame, faces.boxes).is_real.tolist())
+            calls.extend(liveness_pair.check(frame, faces.boxes).is_real.tolist())
     assert len(calls) >= 10
     assert np.mean(calls) >= 0.8  # measured 93 % over every 5th frame
 
 
 @pytest.mark.parametrize("render", [screen_replay, printed_photo])
-def test_pair_flags_recapture_renders(pair: LivenessChecker, detector: FaceDetector, photos: list,
+def test_pair_flags_recapture_renders(liveness_pair: LivenessChecker, detector: FaceDetector, photos: list,
                                       render: Callable[[np.ndarray, np.random.Generator], np.ndarray]) -> None:
     rng = np.random.default_rng(0)
     samples = []
@@ -113,16 +105,16 @@ def test_pair_flags_recapture_renders(pair: LivenessChecker, detector: FaceDetec
         if len(faces):
             samples.append((shown, faces.boxes[0]))
     assert len(samples) >= 0.8 * len(photos)
-    assert 1 - _real_share(pair, samples) >= 0.75  # measured 96 % (screen) and 91 % (print) on all of faces/
+    assert 1 - _real_share(liveness_pair, samples) >= 0.75  # measured 96 % (screen) and 91 % (print) on all of faces/
 
 
-def test_result_is_per_box_and_empty_safe(pair: LivenessChecker, photos: list) -> None:
+def test_result_is_per_box_and_empty_safe(liveness_pair: LivenessChecker, photos: list) -> None:
     image, box = photos[0]
-    result = pair.check(image, np.stack([box, box + 1]))
+    result = liveness_pair.check(image, np.stack([box, box + 1]))
     assert result.real.shape == (2,) and result.is_real.shape == (2,)
     assert ((result.real >= 0) & (result.real <= 1)).all()
-    assert len(pair.check(image, np.zeros((0, 4)))) == 0
-    assert pair.model_ids == ("minifasnet_v2", "minifasnet_v1se")
+    assert len(liveness_pair.check(image, np.zeros((0, 4)))) == 0
+    assert liveness_pair.model_ids == ("minifasnet_v2", "minifasnet_v1se")
 
 
 def test_fixture_model_plumbing(fixture_checker: LivenessChecker, photos: list) -> None:
@@ -159,8 +151,8 @@ def test_letterbox_crop_pads_with_black() -> None:
     assert crop[0, 0].max() == 0 and crop[64, 64].min() == 200
 
 
-def test_members_must_agree_on_the_real_class(pair: LivenessChecker, fixture_checker: LivenessChecker) -> None:
-    members: list[LivenessMember] = [*pair.members, *fixture_checker.members]
+def test_members_must_agree_on_the_real_class(liveness_pair: LivenessChecker, fixture_checker: LivenessChecker) -> None:
+    members: list[LivenessMember] = [*liveness_pair.members, *fixture_checker.members]
     with pytest.raises(ValueError, match="real"):
         LivenessChecker(members)
 
