@@ -62,6 +62,12 @@ class Detections:
         wh = np.clip(self.boxes[:, 2:] - self.boxes[:, :2], 0, None)
         return wh[:, 0] * wh[:, 1]
 
+    @property
+    def shorter_side(self) -> np.ndarray:
+        """Each box's shorter side, the face size that gate policies and quality limits use."""
+        wh = np.clip(self.boxes[:, 2:] - self.boxes[:, :2], 0, None)
+        return wh.min(axis=1)
+
     def largest_first(self) -> Detections:
         return self[np.argsort(-self.area, kind="stable")]
 

@@ -141,20 +141,27 @@ class FaceAnalyzer:
         return warp_chips(image, self.aligner.transforms(image, faces), size)
 
 
-def build_analyzer(pack: str = "open", *, min_face_size: int = 40, detector_path: Path | None = None,
-                   embedder_path: Path | None = None, allow_download: bool | None = None) -> FaceAnalyzer:
-    """A FaceAnalyzer for a registry pack, optionally with user-supplied insightface-format ONNX files."""
+def build_analyzer(pack: str = "open", *, min_face_size: int = 40, detector: str | None = None,
+                   detector_path: Path | None = None, embedder_path: Path | None = None,
+                   allow_download: bool | None = None) -> FaceAnalyzer:
+    """A FaceAnalyzer for a registry pack, optionally with user-supplied insightface-format ONNX files.
+
+    min_face_size sizes the detector's work to the smallest face that matters (MTCNN's pyramid,
+    YuNet's input), so a gate camera deciding on faces of 60 px or more should say so. `detector`
+    swaps the pack's detector for another registry detector, e.g. "yunet_s" for the `open` pack's
+    gate cameras where the mirror has it (several times cheaper than MTCNN, benchmarks/bench_gates).
+    """
     from models import registry
     from models.insightface_models import load_arcface_embedder, load_scrfd_detector
 
     spec = registry.get_pack(pack)
     if detector_path is not None:
-        detector: FaceDetector = load_scrfd_detector(detector_path)
+        face_detector: FaceDetector = load_scrfd_detector(detector_path)
     else:
-        detector = _registry_detector(spec.detector, min_face_size, allow_download)
+        face_detector = _registry_detector(detector or spec.detector, min_face_size, allow_download)
     if embedder_path is not None:
         embedder, input_size = load_arcface_embedder(embedder_path)
-        return FaceAnalyzer(detector, ArcFaceAligner(input_size), embedder)
+        return FaceAnalyzer(face_detector, ArcFaceAligner(input_size), embedder)
     entry = registry.get_entry(spec.embedder)
     model = OrtModel(registry.resolve_onnx(entry, allow_download=allow_download))
     embedder = Embedder(model, entry.preprocess or Preprocess(), entry.id)
@@ -164,7 +171,7 @@ def build_analyzer(pack: str = "open", *, min_face_size: int = 40, detector_path
         aligner: Aligner = DlibAligner(predictor, entry.input_size or 150)
     else:
         aligner = ArcFaceAligner(entry.input_size or 112)
-    return FaceAnalyzer(detector, aligner, embedder)
+    return FaceAnalyzer(face_detector, aligner, embedder)
 
 
 def _registry_detector(model_id: str, min_face_size: int, allow_download: bool | None) -> FaceDetector:
@@ -173,7 +180,9 @@ def _registry_detector(model_id: str, min_face_size: int, allow_download: bool |
     from vision.yunet import YunetDetector
 
     entry = registry.get_entry(model_id)
+    if entry.kind != "detector":
+        raise ValueError(f"{model_id!r} is a {entry.kind}, not a face detector")
     paths = [registry.resolve_file(f, allow_download=allow_download) for f in entry.files]
     if model_id == "mtcnn":
         return MtcnnDetector(*(OrtModel(p) for p in paths), min_face_size=min_face_size)
-    return YunetDetector(OrtModel(paths[0]))
+    return YunetDetector(paths[0], min_face_size=min_face_size)
