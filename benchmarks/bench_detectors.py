@@ -1,4 +1,8 @@
-"""Face-detector latency per 640x480 frame: MTCNN at two minimum face sizes, YuNet-s and YuNet-n.
+"""Face-detector latency per 640x480 frame: MTCNN and YuNet-s at two minimum face sizes, YuNet-n.
+
+YuNet without a minimum face runs on the 640x640 letterbox as OpenCV does; with min_face 40 its
+input is shrunk to half (a 40 px face is 20 px there, see vision/yunet.py), as MTCNN's pyramid
+starts at 12 / min_face.
 
 Frames are real photos from shared/data (groups/ and faces/), centre-cropped to 4:3 and resized
 to 640x480, so the cascades see real clutter: MTCNN's cost grows with the number of candidates
@@ -66,6 +70,8 @@ def _detectors(models: Path) -> dict[str, Callable[[np.ndarray], Detections]]:
             found[f"YuNet-{variant}"] = YunetDetector(path).detect
         else:
             print(f"skipping YuNet-{variant}: {path} not found")
+    if (models / "yunet_s_640_640.onnx").exists():
+        found["YuNet-s min_face 40"] = YunetDetector(models / "yunet_s_640_640.onnx", min_face_size=40).detect
     return found
 
 
