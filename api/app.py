@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import access, cameras, commands, events, gates, health, identify, keys, metrics, residents
+from api import access, cameras, commands, events, gates, health, identify, keys, metrics, residents, throws
 from api.errors import install as install_errors
 from api.live import LiveGates, LivenessState
 from api.metrics import Metrics, RequestTimer
@@ -112,7 +112,7 @@ def create_app(settings: Settings, *, analyzer: FaceAnalyzer | None = None) -> F
                   description="Face-recognition gates: gate controllers ask unlock or deny; operators enrol "
                               "residents and set who may pass where; every decision is recorded.")
     install_errors(app)
-    for module in (keys, gates, cameras, commands, residents, access, identify, events, health, metrics):
+    for module in (keys, gates, cameras, commands, residents, access, identify, events, throws, health, metrics):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestTimer, metrics=app_metrics)

@@ -9,6 +9,9 @@ A decision from video goes the way of a photo sent to the access endpoint: the r
 (`gates.access.decide`), one committed record (a visitor's entry spent, a blocked face or a spoof
 raised as an alert), and only then the unlock, to the gate's command streams and the webhook. Any
 error on the way is a deny. A camera going offline or online is recorded for guards.
+
+Facade cameras run their own thread each (vision/facade_runtime.py): every throw they see is
+recorded as an alert with its floor, column and evidence files (DATA_DIR/evidence/).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from api.delivery import CommandHub
@@ -28,11 +31,13 @@ from gates.access import ERROR, Verdict, decide
 from gates.gallery import Gallery
 from gates.service_store import ServiceStore, UnknownGateError, utc_text
 from vision.cameras import CAMERA_FOLDER, CameraConfig, camera_file, load_camera_folder, save_camera
+from vision.facade_runtime import FacadeWatch
 from vision.face_tracks import GateDecision
 from vision.faces import FaceAnalyzer
 from vision.gate_runtime import GATE_ROLES, CameraStats, GateRuntime
 from vision.liveness import LivenessChecker
 from vision.streams import CameraEvent, check_source
+from vision.throws import ThrowEvent
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +87,9 @@ class LiveGates:
         self.runtime = GateRuntime([c for c in self._cameras.values() if c.role in GATE_ROLES], analyzer,
                                    gallery.identify, on_decision=self._on_decision,
                                    on_camera_event=self._on_camera_event, liveness=liveness)
-        metrics.watch_cameras(self.runtime.stats)
+        self._facades = {c.id: self._facade(c) for c in self._cameras.values() if c.role == "facade"}
+        self._started = False
+        metrics.watch_cameras(lambda: list(self.stats().values()))
 
     @property
     def refuses_all(self) -> bool:
@@ -95,10 +102,18 @@ class LiveGates:
         if self.webhook is not None:
             self.webhook.start()
         self.runtime.start()
+        with self._lock:
+            self._started = True
+            for watch in self._facades.values():
+                watch.start()
 
     def stop(self) -> None:
         """Cameras first (no more decisions), then the deliveries; open streams are ended."""
         self.runtime.stop()
+        with self._lock:
+            watches, self._facades = list(self._facades.values()), {}
+        for watch in watches:
+            watch.stop()
         if self.webhook is not None:
             self.webhook.stop()
         self.commands.close()
@@ -116,7 +131,9 @@ class LiveGates:
             return self._cameras[camera_id]
 
     def stats(self) -> dict[str, CameraStats]:
-        return {s.camera_id: s for s in self.runtime.stats()}
+        with self._lock:
+            facades = [watch.stats() for watch in self._facades.values()]
+        return {s.camera_id: s for s in [*self.runtime.stats(), *facades]}
 
     def create(self, camera: CameraConfig) -> None:
         with self._lock:
@@ -137,6 +154,7 @@ class LiveGates:
             camera_file(self.folder, camera_id).unlink(missing_ok=True)
             del self._cameras[camera_id]
             self.runtime.remove(camera_id)
+            self._stop_facade(camera_id)
 
     def delete_gate(self, gate_id: int) -> None:
         """Under the cameras' lock, so no camera can be pointed at the gate while it goes."""
@@ -152,10 +170,25 @@ class LiveGates:
         self._check(camera)
         save_camera(self.folder, camera)
         self._cameras[camera.id] = camera
+        self._stop_facade(camera.id)
         if camera.role in GATE_ROLES:
             self.runtime.put(camera)
-        else:
-            self.runtime.remove(camera.id)
+            return
+        self.runtime.remove(camera.id)
+        watch = self._facades[camera.id] = self._facade(camera)
+        if self._started:
+            watch.start()
+
+    def _facade(self, camera: CameraConfig) -> FacadeWatch:
+        return FacadeWatch(camera, self.settings.data_dir / "evidence",
+                           on_throw=lambda event, ago: self._on_throw(camera.id, event, ago),
+                           on_camera_event=self._on_camera_event)
+
+    def _stop_facade(self, camera_id: str) -> None:
+        """Under the lock; the watch's last throws are still recorded (the store has its own lock)."""
+        watch = self._facades.pop(camera_id, None)
+        if watch is not None:
+            watch.stop()
 
     def _check(self, camera: CameraConfig) -> None:
         try:
@@ -227,3 +260,13 @@ class LiveGates:
             # The store already waited out its busy timeout; the log is the last record left.
             log.exception("could not record %s of camera %s (%s) at %s", event.type, event.camera_id,
                           event.reason, datetime.fromtimestamp(event.time, UTC).isoformat())
+
+    def _on_throw(self, camera_id: str, event: ThrowEvent, released_s_ago: float) -> None:
+        now = datetime.now(UTC)
+        self.metrics.camera_events.labels(camera_id, "throw").inc()
+        try:
+            self.store.record_throw(at=now, released_at=now - timedelta(seconds=released_s_ago), camera_id=camera_id,
+                                    floor=event.floor, column=event.column, confidence=event.confidence,
+                                    image_path=event.image_path, clip_path=event.clip_path, detail=event.alert())
+        except Exception:
+            log.exception("could not record a throw alert of camera %s: %s", camera_id, event.alert())

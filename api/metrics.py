@@ -46,7 +46,7 @@ class Metrics:
         self.camera_latency = Histogram("gatewatch_camera_decision_latency_seconds",
                                         "From a frame's arrival to the gate decision made on it",
                                         ["camera_id"], buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.camera_events = Counter("gatewatch_camera_events_total", "Cameras going offline or online",
+        self.camera_events = Counter("gatewatch_camera_events_total", "Cameras going offline or online; throws seen",
                                      ["camera_id", "type"], registry=self.registry)
 
     def watch_templates(self, count: Callable[[], float]) -> None:

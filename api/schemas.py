@@ -230,7 +230,7 @@ class Health(BaseModel):
 # --- cameras and the gate controller's command stream -------------------------------------------
 
 class CameraStatus(BaseModel):
-    running: bool = Field(description="false for facade cameras, which the gate runtime does not run")
+    running: bool = Field(description="false until the camera's reader runs")
     online: bool | None = Field(description="null until the first connection attempt has ended")
     fps: float
     decode_ms: float
@@ -239,7 +239,7 @@ class CameraStatus(BaseModel):
     frames_stale: int
     frames_processed: int
     disconnects: int
-    decisions: int
+    decisions: int = Field(description="gate decisions made, or throws seen by a facade camera")
     latency_p50_ms: float | None
     latency_p99_ms: float | None
 
@@ -274,3 +274,28 @@ class UnlockCommand(BaseModel):
     resident: ResidentRef
     similarity: float | None
     liveness: float | None
+
+
+# --- throws seen by facade cameras -------------------------------------------------------------
+
+class ThrowOut(BaseModel):
+    """A throw from the facade: every one is an alert. `image_url`: the trajectory drawn over the
+    facade, what a guard looks at first; `clip_url`: the video with pre- and post-roll."""
+
+    id: int
+    at: str = Field(description="when the throw was detected, UTC")
+    released_at: str = Field(description="when the object left the facade, UTC (extrapolated)")
+    camera_id: str
+    floor: int = Field(description="floor of origin, 1 = the lowest floor above the ground line")
+    column: int = Field(description="window column of origin, 1 = the facade's left edge")
+    floor_sigma: float = Field(description="uncertainty of the floor, in floors")
+    column_sigma: float
+    confidence: float
+    image_url: str | None
+    clip_url: str | None
+    alert: bool = True
+
+
+class ThrowPage(BaseModel):
+    throws: list[ThrowOut]
+    next_cursor: str | None

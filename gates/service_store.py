@@ -1,6 +1,6 @@
 """SQLite storage of the gate service: gates, API keys, access rules and the event record.
 
-The tables live in the gallery's database (schema versions 2 and 3 of gates/store.py), so that a resident
+The tables live in the gallery's database (schema versions 2 to 4 of gates/store.py), so that a resident
 and everything attached to them are created and deleted in single transactions. Residents made
 here are inserted with their rule in one transaction: a crash in between must not leave a visitor
 or a blocked face stored as an ordinary resident of every gate. Their faces are added through the
@@ -47,6 +47,23 @@ class UnknownGateError(ServiceStoreError, KeyError):
 
 class UnknownKeyError(ServiceStoreError, KeyError):
     pass
+
+
+@dataclass(frozen=True)
+class ThrowRecord:
+    """A throw seen by a facade camera (always an alert). `released_at`: when it left the facade
+    (UTC); `detail`: the full alert as `gatewatch analyze` prints it."""
+
+    id: int
+    at: str
+    released_at: str
+    camera_id: str
+    floor: int
+    column: int
+    confidence: float
+    image_path: str | None
+    clip_path: str | None
+    detail: dict
 
 
 class UnknownEventError(ServiceStoreError, KeyError):
@@ -387,6 +404,42 @@ class ServiceStore:
         with self._lock:
             rows = self._conn.execute(sql, (camera_id, camera_id, before_id, before_id, limit)).fetchall()
         return [CameraRecord(*row[:6], alert=bool(row[6])) for row in rows]
+
+
+    # --- throws ---------------------------------------------------------------------------------
+
+    def record_throw(self, *, at: datetime, released_at: datetime, camera_id: str, floor: int, column: int,
+                     confidence: float, image_path: str | None, clip_path: str | None, detail: dict) -> ThrowRecord:
+        with self._transaction() as conn:
+            row = conn.execute(
+                "INSERT INTO throw_events (at, released_at, camera_id, floor, facade_column, confidence, image_path, "
+                f"clip_path, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_THROW_COLUMNS}",
+                (utc_text(at), utc_text(released_at), camera_id, floor, column, confidence, image_path, clip_path,
+                 json.dumps(detail))).fetchone()
+        return _throw(row)
+
+    def list_throws(self, *, camera_id: str | None, limit: int, before_id: int | None = None) -> list[ThrowRecord]:
+        """Newest first; `before_id` continues a listing below the last id seen."""
+        sql = (f"SELECT {_THROW_COLUMNS} FROM throw_events WHERE (? IS NULL OR camera_id = ?) "
+               "AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?")
+        with self._lock:
+            rows = self._conn.execute(sql, (camera_id, camera_id, before_id, before_id, limit)).fetchall()
+        return [_throw(row) for row in rows]
+
+    def get_throw(self, throw_id: int) -> ThrowRecord:
+        with self._lock:
+            row = self._conn.execute(f"SELECT {_THROW_COLUMNS} FROM throw_events WHERE id = ?",
+                                     (throw_id,)).fetchone()
+        if row is None:
+            raise UnknownEventError(f"no throw with id {throw_id}")
+        return _throw(row)
+
+
+_THROW_COLUMNS = "id, at, released_at, camera_id, floor, facade_column, confidence, image_path, clip_path, detail"
+
+
+def _throw(row: tuple) -> ThrowRecord:
+    return ThrowRecord(*row[:9], detail=json.loads(row[9]))
 
 
 def _insert_key(conn: sqlite3.Connection, role: Role, gate_id: int | None) -> tuple[ApiKey, str]:

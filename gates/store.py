@@ -140,6 +140,23 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             alert INTEGER NOT NULL CHECK (alert IN (0, 1)))""",
         "CREATE INDEX camera_events_by_camera ON camera_events(camera_id, id)",
     ),
+    # Version 4: throws seen by facade cameras, each an alert. Floor and column are columns of
+    # their own (guards look up a flat); the rest of the alert is kept as its JSON; the evidence
+    # files stay on disk beside the database and are named here.
+    (
+        """CREATE TABLE throw_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at TEXT NOT NULL,
+            released_at TEXT NOT NULL,
+            camera_id TEXT NOT NULL,
+            floor INTEGER NOT NULL,
+            facade_column INTEGER NOT NULL,
+            confidence REAL NOT NULL,
+            image_path TEXT,
+            clip_path TEXT,
+            detail TEXT NOT NULL)""",
+        "CREATE INDEX throw_events_by_camera ON throw_events(camera_id, id)",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

@@ -98,7 +98,8 @@ class CameraStream:
     ``on_frame`` is called after each new frame, so one consumer of many cameras can sleep until any
     of them has something (it must be quick: it runs on the reader thread). Counters are
     plain attributes for the metrics exporter: fps (decoded, smoothed), decode_ms (smoothed time of
-    one read), frames_decoded, frames_dropped (decoded but overwritten unread), disconnects, online.
+    one read), frames_decoded, frames_dropped (decoded but overwritten unread), disconnects, online;
+    source_fps is the frame rate the source declares (None until opened, or when it declares none).
     """
 
     def __init__(self, camera_id: str, source: str, *, on_event: Callable[[CameraEvent], None] | None = None,
@@ -117,6 +118,7 @@ class CameraStream:
         self.every_frame = every_frame and self.is_file
         self.on_frame = on_frame
         self.fps = 0.0
+        self.source_fps: float | None = None
         self.decode_ms = 0.0
         self.frames_decoded = 0
         self.frames_dropped = 0
@@ -188,8 +190,9 @@ class CameraStream:
             self._cond.notify_all()
 
     def _read_until_failure(self, cap: cv2.VideoCapture) -> tuple[str, int]:
-        file_fps = cap.get(cv2.CAP_PROP_FPS) if self.is_file else 0.0
-        period = 1.0 / file_fps if self.realtime and 1.0 <= file_fps <= 240.0 else 0.0
+        declared = cap.get(cv2.CAP_PROP_FPS)
+        self.source_fps = declared if 1.0 <= declared <= 240.0 else None
+        period = 1.0 / self.source_fps if self.is_file and self.realtime and self.source_fps else 0.0
         started = time.monotonic()
         count = 0
         while not self._stop.is_set():
