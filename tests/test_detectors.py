@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from vision.detections import Detections
+from vision.faces import gate_detector
 from vision.mtcnn import MtcnnDetector
 from vision.nms import iou_matrix, nms
 from vision.yunet import YunetDetector
@@ -221,6 +222,14 @@ def test_yunet_sized_by_min_face_keeps_the_faces_that_matter(shared_models, clip
         assert np.all(shrunk.shorter_side >= 48)
         np.testing.assert_allclose(gate.detect(image).boxes, shrunk.boxes, atol=1e-3)
     assert wanted >= 5 and found >= 0.9 * wanted, f"{found}/{wanted} faces of 60 px or more"
+
+
+def test_gate_detector_is_yunet_where_available_else_the_packs(shared_models, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("GATEWATCH_MODEL_MIRROR", str(shared_models))
+    assert gate_detector("open") == "yunet_s"
+    monkeypatch.setenv("GATEWATCH_MODEL_MIRROR", str(tmp_path))
+    monkeypatch.setenv("GATEWATCH_MODEL_CACHE", str(tmp_path))
+    assert gate_detector("open") == "mtcnn"
 
 
 def test_mtcnn_runs_rnet_and_onet_once_per_image(mtcnn, groups_truth, monkeypatch) -> None:

@@ -174,6 +174,21 @@ def build_analyzer(pack: str = "open", *, min_face_size: int = 40, detector: str
     return FaceAnalyzer(face_detector, aligner, embedder)
 
 
+def gate_detector(pack: str = "open") -> str:
+    """The registry detector a gate camera should run: YuNet-s where its file is available offline
+    (mirror or cache), else the pack's own, so the PyPI-only `open` pack keeps working anywhere.
+
+    At a gate's minimum face YuNet-s costs a fraction of MTCNN (benchmarks/bench_streams: 720p,
+    min face 60, 183 vs 13 frames/s detection alone) and decided the walking clip as MTCNN does:
+    the enrolled walker unlocked once, everyone else unknown (benchmarks/bench_gates).
+    """
+    from models import registry
+
+    if all(found.problem is None for found in registry.status("yunet_s")):
+        return "yunet_s"
+    return registry.get_pack(pack).detector
+
+
 def _registry_detector(model_id: str, min_face_size: int, allow_download: bool | None) -> FaceDetector:
     from models import registry
     from vision.mtcnn import MtcnnDetector
