@@ -9,6 +9,7 @@ import numpy as np
 from vision.cameras import FacadeSettings
 from vision.facade import FacadeCalibration
 from vision.motion import MotionFrame, MotionParams, MotionSegmenter
+from vision.throws.arc import ArcParams, BlobHistory, regrow
 from vision.throws.events import ThrowEvent
 from vision.throws.origin import estimate_origin
 from vision.throws.physics import (
@@ -46,6 +47,7 @@ class ThrowDetector:
         motion: MotionParams | None = None,
         tracker: TrackerParams | None = None,
         physics: PhysicsParams | None = None,
+        arc: ArcParams | None = None,
     ) -> None:
         self.p = params or DetectorParams()
         self.fps = float(fps) if fps and fps > 0 else 25.0
@@ -61,6 +63,8 @@ class ThrowDetector:
             scale /= 2
         self.motion = MotionSegmenter(self.roi, scale=scale, params=motion)
         self.tracker = BallisticTracker(self.calib, self.fps, tracker)
+        self.arc = arc or ArcParams()
+        self.history = BlobHistory(self.arc.history_frames)
         self.physics = physics or PhysicsParams()
         self.events: list[ThrowEvent] = []
         self.rejected: list[tuple[Track, PhysicsVerdict]] = []
@@ -82,7 +86,9 @@ class ThrowDetector:
         """Tracking and judging alone, on a frame's motion already segmented (replays of recorded
         blobs re-score tracker and physics changes without rendering and segmenting again)."""
         self.last_motion = motion
-        return self._judge(self.tracker.step(index, motion.blobs))
+        blobs = self.tracker.filter_blobs(motion.blobs)
+        self.history.append(index, blobs)
+        return self._judge(self.tracker.step(index, blobs))
 
     def finish(self) -> list[ThrowEvent]:
         return self._judge(self.tracker.flush())
@@ -136,11 +142,25 @@ class ThrowDetector:
                 if joined is not None and joined[2].is_throw:
                     self.pending.remove(prev)
                     return joined
+            regrown = self._regrown(raw)
+            if regrown is not None:
+                return regrown
             self.pending.append(raw)
             if best is not None and self.keep_rejected:
                 self.rejected.append((best[0], best[2]))
             return None
         return best
+
+    def _regrown(self, raw: Track) -> tuple[Track, TrajectoryFit, PhysicsVerdict] | None:
+        """The whole arc the rejected ``raw`` is a piece of, if it passes the physics tests (arc.py)."""
+        points = regrow(raw, self.history, self.calib, self.fps, self.arc)
+        if not points or len(points) < self.physics.min_points:
+            return None
+        frames = sorted(points)
+        xy = np.array([points[f][0] for f in frames])
+        size = np.array([points[f][1] for f in frames])
+        judged = self._verdict(self.tracker.track_of(raw.id, frames, xy, size))
+        return judged if judged is not None and judged[2].is_throw else None
 
     def _may_continue(self, prev: Track, raw: Track) -> bool:
         """Cheap test before a joint fit: two real pieces, the second later, lower and within a fall's reach."""

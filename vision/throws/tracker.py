@@ -9,7 +9,6 @@ afterwards on the whole trajectory (physics.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -39,6 +38,9 @@ class TrackerParams:
     pixel_noise: float = 0.6  # px, centroid noise of a sharp blob
     rain_thickness: float = 2.5  # px; streaks thinner than this are rain when there are many
     rain_min_streaks: int = 12
+    # A large object partly the colour of the wall is seen in pieces, their centroids up to half
+    # its size off its centre (arcs regrown from such pieces: track_of).
+    fragment_noise: float = 0.3  # centroid std per pixel of the object's size a blob lacks
 
 
 @dataclass
@@ -66,6 +68,34 @@ class Track:
                      self.size[start:])
 
 
+@dataclass(frozen=True)
+class _Measurements:
+    """Blob centroids in facade units, and what turns pixel noise into facade covariance there: a
+    pixel std of (sx, sy) is sx^2 A + sy^2 B (outer products of the columns of H^-1's Jacobian)."""
+
+    uv: np.ndarray  # (N,2)
+    A: np.ndarray  # (N,2,2)
+    B: np.ndarray  # (N,2,2)
+    sigma_px: np.ndarray  # (N,2) pixel noise of each blob taken as a whole object
+
+    def cov(self, sigma_px: np.ndarray) -> np.ndarray:
+        """Facade covariances (..., N, 2, 2) for pixel noise (..., N, 2)."""
+        return sigma_px[..., 0, None, None] ** 2 * self.A + sigma_px[..., 1, None, None] ** 2 * self.B
+
+    def subset(self, idx: np.ndarray) -> _Measurements:
+        return _Measurements(self.uv[idx], self.A[idx], self.B[idx], self.sigma_px[idx])
+
+
+@dataclass(frozen=True)
+class _Detection:
+    """What a track takes from one frame."""
+
+    xy: np.ndarray
+    size: np.ndarray
+    uv: np.ndarray
+    cov: np.ndarray
+
+
 class BallisticTracker:
     """Associates blobs frame to frame; returns tracks as they end."""
 
@@ -88,23 +118,20 @@ class BallisticTracker:
 
     # -- measurement model ------------------------------------------------------------------
 
-    def _measure(self, blobs: Blobs) -> tuple[np.ndarray, np.ndarray]:
-        """Blob centroids in facade units and their 2x2 covariances (pixel noise through H^-1)."""
+    def _measure(self, blobs: Blobs) -> _Measurements:
         uv = self.calib.to_facade(blobs.xy)
-        cov = np.empty((len(blobs), 2, 2))
-        for i in range(len(blobs)):
-            J_inv = np.linalg.inv(self.calib.jacobian(tuple(uv[i])))
-            sx = self.p.pixel_noise + 0.1 * blobs.size[i, 0]
-            sy = self.p.pixel_noise + 0.1 * blobs.size[i, 1]
-            cov[i] = J_inv @ np.diag([sx * sx, sy * sy]) @ J_inv.T
-        return uv, cov
+        cols = np.stack([np.linalg.inv(self.calib.jacobian(tuple(p))) for p in uv]).reshape(-1, 2, 2)
+        a, b = cols[:, :, 0], cols[:, :, 1]
+        sigma_px = self.p.pixel_noise + 0.1 * blobs.size
+        return _Measurements(uv, a[:, :, None] * a[:, None, :], b[:, :, None] * b[:, None, :], sigma_px)
 
     # -- association ------------------------------------------------------------------------
 
-    def _mature_costs(self, tracks: list[Track], uv: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    def _mature_costs(self, tracks: list[Track], uv: np.ndarray, R: np.ndarray) -> np.ndarray:
+        """Mahalanobis costs (T,N) of measurements with covariances R (N,2,2), gated."""
         pred = np.stack([t.state[:2] for t in tracks])  # (T,2)
         P = np.stack([t.cov[:2, :2] for t in tracks])  # (T,2,2)
-        S = P[:, None] + cov[None]  # (T,N,2,2)
+        S = P[:, None] + R[None]  # (T,N,2,2)
         d = uv[None] - pred[:, None]  # (T,N,2)
         det = S[..., 0, 0] * S[..., 1, 1] - S[..., 0, 1] ** 2
         m2 = (
@@ -181,7 +208,8 @@ class BallisticTracker:
 
     # -- main step --------------------------------------------------------------------------
 
-    def _filter_blobs(self, blobs: Blobs) -> Blobs:
+    def filter_blobs(self, blobs: Blobs) -> Blobs:
+        """The blobs a track may take (what ``step`` expects)."""
         keep = (blobs.size[:, 0] <= self.p.max_blob_width) & (blobs.size[:, 1] <= self.p.max_blob_height)
         # Rain: many thin streaks in one frame. Dropping the thin ones keeps objects of 4 px and
         # more, and keeps the tracker from linking random streaks into plausible arcs.
@@ -193,25 +221,25 @@ class BallisticTracker:
         return blobs.subset(keep)
 
     def step(self, frame: int, blobs: Blobs) -> list[Track]:
-        """Advance to ``frame`` with its blobs; return the tracks that ended."""
-        blobs = self._filter_blobs(blobs)
-        uv, cov = self._measure(blobs) if len(blobs) else (np.zeros((0, 2)), np.zeros((0, 2, 2)))
+        """Advance to ``frame`` with its (filtered) blobs; return the tracks that ended."""
         for trk in self.tracks:
             if trk.state is not None:
                 self._predict(trk)
-        used = np.zeros(len(blobs), bool)
-        mature = [t for t in self.tracks if t.state is not None]
-        young = [t for t in self.tracks if t.state is None]
-        self._associate(mature, uv, cov, used, blobs, frame, self._mature_costs)
-        self._associate(young, uv, cov, used, blobs, frame, partial(self._young_costs, frame=frame))
+        if len(blobs):
+            ms = self._measure(blobs)
+            used = np.zeros(len(blobs), bool)
+            self._associate([t for t in self.tracks if t.state is not None], blobs, ms, used, frame, True)
+            self._associate([t for t in self.tracks if t.state is None], blobs, ms, used, frame, False)
         for trk in self.tracks:
             if trk.frames[-1] != frame:
                 trk.missed += 1
-        for b in np.nonzero(~used)[0]:
-            trk = Track(self.next_id)
-            self.next_id += 1
-            self._add(trk, frame, blobs, uv, cov, b)
-            self.tracks.append(trk)
+        if len(blobs):
+            cov = ms.cov(ms.sigma_px)
+            for b in np.nonzero(~used)[0]:
+                trk = Track(self.next_id)
+                self.next_id += 1
+                self._add(trk, frame, _Detection(blobs.xy[b], blobs.size[b], ms.uv[b], cov[b]))
+                self.tracks.append(trk)
         done = [
             t
             for t in self.tracks
@@ -223,35 +251,49 @@ class BallisticTracker:
         return [t for t in done if len(t) >= 3]
 
     def _associate(
-        self,
-        group: list[Track],
-        uv: np.ndarray,
-        cov: np.ndarray,
-        used: np.ndarray,
-        blobs: Blobs,
-        frame: int,
-        costs_fn: Callable[[list[Track], np.ndarray, np.ndarray], np.ndarray],
+        self, group: list[Track], blobs: Blobs, ms: _Measurements, used: np.ndarray, frame: int, mature: bool
     ) -> None:
         """Assign free blobs to the tracks of ``group`` by minimum total cost; mark them used."""
-        if not group or used.all():
-            return
         free = np.nonzero(~used)[0]
-        for r, c in self._assign(costs_fn(group, uv[free], cov[free])):
+        if not group or not len(free):
+            return
+        msub = ms.subset(free)
+        cov = msub.cov(msub.sigma_px)
+        costs_fn = self._mature_costs if mature else partial(self._young_costs, frame=frame)
+        for r, c in self._assign(costs_fn(group, msub.uv, cov)):
             b = free[c]
             used[b] = True
-            self._add(group[r], frame, blobs, uv, cov, b)
+            self._add(group[r], frame, _Detection(blobs.xy[b], blobs.size[b], msub.uv[c], cov[c]))
 
-    def _add(self, trk: Track, frame: int, blobs: Blobs, uv: np.ndarray, cov: np.ndarray, b: int) -> None:
+    def _add(self, trk: Track, frame: int, det: _Detection) -> None:
         trk.frames.append(frame)
-        trk.xy.append((float(blobs.xy[b, 0]), float(blobs.xy[b, 1])))
-        trk.uv.append((float(uv[b, 0]), float(uv[b, 1])))
-        trk.sigma_uv.append((float(np.sqrt(cov[b, 0, 0])), float(np.sqrt(cov[b, 1, 1]))))
-        trk.size.append((float(blobs.size[b, 0]), float(blobs.size[b, 1])))
+        trk.xy.append((float(det.xy[0]), float(det.xy[1])))
+        trk.uv.append((float(det.uv[0]), float(det.uv[1])))
+        trk.sigma_uv.append((float(np.sqrt(det.cov[0, 0])), float(np.sqrt(det.cov[1, 1]))))
+        trk.size.append((float(det.size[0]), float(det.size[1])))
         trk.missed = 0
         if len(trk) == 2:
-            self._start_filter(trk, cov[b])
+            self._start_filter(trk, det.cov)
         elif trk.state is not None:
-            self._update(trk, uv[b], cov[b])
+            self._update(trk, det.uv, det.cov)
+
+    def track_of(self, track_id: int, frames: list[int], xy: np.ndarray, size: np.ndarray) -> Track:
+        """A track (without filter state) made of the given detections of one object.
+
+        Blobs smaller than the object (its 80th-percentile size) are pieces of it, their
+        centroids off its centre by up to the size they lack: their noise says so.
+        """
+        ms = self._measure(Blobs(xy, size, np.ones(len(frames))))
+        lack = np.maximum(np.percentile(size, 80, axis=0)[None] - size, 0.0)
+        sigma = np.sqrt(np.diagonal(ms.cov(ms.sigma_px + self.p.fragment_noise * lack), axis1=1, axis2=2))
+        return Track(
+            track_id,
+            list(frames),
+            [(float(x), float(y)) for x, y in xy],
+            [(float(u), float(v)) for u, v in ms.uv],
+            [(float(a), float(b)) for a, b in sigma],
+            [(float(w), float(h)) for w, h in size],
+        )
 
     def flush(self) -> list[Track]:
         """End every open track (end of the video)."""
