@@ -27,11 +27,14 @@ from benchmarks.throw_scenarios import (
     write_scenario,
 )
 from vision.analyze import add_analyze_arguments, run_analyze
+from vision.facade import FacadeCalibration, homography_from_corners
+from vision.motion import Blobs
 from vision.throws import ThrowDetector, ThrowEvent
+from vision.throws.arc import ArcParams, BlobHistory, regrow
 from vision.throws.detector import _concat
 from vision.throws.origin import Origin
 from vision.throws.physics import seen_drop_fraction, size_spread_log_area, trim_still_head
-from vision.throws.tracker import Track
+from vision.throws.tracker import NOMINAL_FLOOR_H, BallisticTracker, G, Track
 
 SEEDS = list(VALIDATION_SEEDS)
 
@@ -230,3 +233,46 @@ def test_generator_uses_only_fixed_camera_stretches_of_a_clip() -> None:
     panned = [np.roll(scene, 6 * k, axis=1) for k in range(1, 21)]
     start, stop = _longest_fixed_stretch(panned[:10] + fixed + panned)
     assert (start, stop) == (10, 40)
+
+
+def _fall_in_pieces(size: float) -> tuple[FacadeCalibration, BlobHistory, dict[int, np.ndarray]]:
+    """A drop from floor 8.5 whose blob splits in two every few frames (crossing slabs), amid clutter."""
+    H = homography_from_corners([[100, 520], [860, 520], [800, 20], [160, 20]], floors=10, columns=6)
+    calib = FacadeCalibration(H, 10, 6)
+    history, truth = BlobHistory(300), {}
+    rng = np.random.default_rng(1)
+    for f in range(80):
+        t = f / 25
+        v = 8.5 - 0.5 * G / NOMINAL_FLOOR_H * t * t
+        if v < 0.3:
+            break
+        truth[f] = xy = calib.to_image(np.array([[3.0 + 0.1 * t, v]]))[0]
+        if f % 6 in (3, 4):
+            split = np.array([0.0, 0.4 * size])
+            pts, sizes = [xy - split, xy + split], [(size, 0.3 * size)] * 2
+        else:
+            pts, sizes = [xy], [(size, size)]
+        clutter = rng.uniform([0, 0], [960, 540], (5, 2))
+        history.append(
+            f,
+            Blobs(np.vstack([pts, clutter]), np.vstack([sizes, np.full((5, 2), 3.0)]), np.full(len(pts) + 5, 50.0)),
+        )
+    return calib, history, truth
+
+
+def test_a_fall_seen_in_pieces_regrows_along_its_parabola() -> None:
+    calib, history, truth = _fall_in_pieces(16.0)
+    frames = list(range(10, 22))
+    piece = BallisticTracker(calib, 25.0).track_of(
+        1, frames, np.array([truth[f] for f in frames]), np.full((len(frames), 2), 16.0)
+    )
+    arc = regrow(piece, history, calib, 25.0, ArcParams())
+    assert arc is not None
+    assert min(arc) <= 2 and max(arc) >= max(truth) - 2
+    assert all(np.hypot(*(xy - truth[f])) <= 8 for f, (xy, _) in arc.items())
+    # Small objects are seen whole or not at all: their pieces seed nothing.
+    calib, history, truth = _fall_in_pieces(5.0)
+    small = BallisticTracker(calib, 25.0).track_of(
+        1, frames, np.array([truth[f] for f in frames]), np.full((len(frames), 2), 5.0)
+    )
+    assert regrow(small, history, calib, 25.0, ArcParams()) is None
