@@ -31,7 +31,7 @@ def _open_services(settings: Settings, metrics: Metrics, analyzer: FaceAnalyzer 
     import faiss
 
     from models import registry
-    from vision.faces import build_analyzer
+    from vision.faces import build_analyzer, for_gate_cameras
 
     faiss.omp_set_num_threads(1)  # gallery search is tiny; FAISS's thread pool would only fight ORT's
     if analyzer is None:
@@ -49,7 +49,8 @@ def _open_services(settings: Settings, metrics: Metrics, analyzer: FaceAnalyzer 
         store = ServiceStore(settings.data_dir / DB_NAME, analyzer.model_id)
         _bootstrap_admin(settings, store)
         checker, state = _load_liveness(settings)
-        live = LiveGates(settings, store, gallery, analyzer, metrics, checker, state)
+        cameras_analyzer = for_gate_cameras(analyzer, settings.pack, min_face_size=settings.min_face_size)
+        live = LiveGates(settings, store, gallery, cameras_analyzer, metrics, checker, state)
     except BaseException:
         if store is not None:
             store.close()

@@ -31,7 +31,7 @@ from vision.align import warp_chips
 from vision.detections import Detections
 from vision.faces import FaceAnalyzer
 from vision.liveness import LivenessChecker, track_verdict
-from vision.quality import assess
+from vision.quality import assess, score_ceiling
 from vision.streams import Frame
 
 Identify = Callable[[np.ndarray], list[Match | None]]
@@ -142,23 +142,36 @@ class GateTracker:
         ended = self._expire(frame)
         if not open_rows:
             return EmbedRequest(frame, (), self._no_chips()), ended
-        # Chips only of tracks still deciding: a decided track costs detection and tracking, no more.
+        # Only tracks still deciding cost more than detection and tracking, and of those only faces
+        # that could be worth embedding (judged from box and landmarks) are aligned: cutting a chip
+        # is the dearest step after detection, and most frames of a track bring nothing new.
         deciding = tracked[np.array(open_rows)]
-        aligner = self.analyzer.aligner
-        chips = warp_chips(frame.image, aligner.transforms(frame.image, deciding), aligner.size)
         track_ids = deciding.data["track_id"].tolist()
-        chosen: list[int] = []
-        checked: list[int] = []
+        limits = self.analyzer.quality_limits
+        big_enough, candidates = [], []
         for row, track_id in enumerate(track_ids):
-            track = self.tracks[track_id]
-            quality = assess(deciding.boxes[row], deciding.landmarks[row], chips[row], self.analyzer.quality_limits)
-            big_enough = quality.face_px >= self.policy.min_face_px
-            if big_enough and self._worth_embedding(track, quality.score, frame):
-                track.best_quality = max(track.best_quality, quality.score)
-                track.last_embed = frame.timestamp
-                chosen.append(row)
-            if big_enough and (row in chosen or track.awaiting_liveness):
-                checked.append(row)
+            face_px = float(min(deciding.boxes[row, 2:] - deciding.boxes[row, :2]))
+            if face_px < self.policy.min_face_px:
+                continue
+            big_enough.append(row)
+            ceiling = score_ceiling(deciding.boxes[row], deciding.landmarks[row], limits)
+            if self._worth_embedding(self.tracks[track_id], ceiling + 1e-4, frame):  # assess rounds to 4 places
+                candidates.append(row)
+        chosen: list[int] = []
+        chips = self._no_chips()
+        if candidates:
+            aligner = self.analyzer.aligner
+            subset = deciding[np.array(candidates)]
+            cut = warp_chips(frame.image, aligner.transforms(frame.image, subset), aligner.size)
+            for i, row in enumerate(candidates):
+                track = self.tracks[track_ids[row]]
+                quality = assess(deciding.boxes[row], deciding.landmarks[row], cut[i], limits)
+                if self._worth_embedding(track, quality.score, frame):
+                    track.best_quality = max(track.best_quality, quality.score)
+                    track.last_embed = frame.timestamp
+                    chosen.append(row)
+            chips = cut[[candidates.index(row) for row in chosen]]
+        checked = [row for row in big_enough if row in chosen or self.tracks[track_ids[row]].awaiting_liveness]
         if self.liveness is not None and checked:
             real = self.liveness.check(frame.image, deciding.boxes[checked]).real
             for row, probability in zip(checked, real.tolist(), strict=True):
@@ -166,7 +179,7 @@ class GateTracker:
             # A spoof verdict, or the "real" an agreed match was waiting for, settles a track now.
             settled = (self._decide(self.tracks[track_ids[row]], frame) for row in checked)
             ended += [decision for decision in settled if decision is not None]
-        return EmbedRequest(frame, tuple(track_ids[r] for r in chosen), chips[chosen]), ended
+        return EmbedRequest(frame, tuple(track_ids[r] for r in chosen), chips), ended
 
     def vote(self, request: EmbedRequest, embeddings: np.ndarray) -> list[GateDecision]:
         self.embeddings_computed += len(embeddings)

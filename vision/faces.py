@@ -189,6 +189,13 @@ def gate_detector(pack: str = "open") -> str:
     return registry.get_pack(pack).detector
 
 
+def for_gate_cameras(analyzer: FaceAnalyzer, pack: str = "open", *, min_face_size: int = 40) -> FaceAnalyzer:
+    """The analyzer with the gate cameras' detector (`gate_detector`, sized to the smallest face a
+    gate decides on); aligner and embedder are shared, so templates stay comparable."""
+    detector = _registry_detector(gate_detector(pack), min_face_size, None)
+    return FaceAnalyzer(detector, analyzer.aligner, analyzer.embedder, analyzer.quality_limits)
+
+
 def _registry_detector(model_id: str, min_face_size: int, allow_download: bool | None) -> FaceDetector:
     from models import registry
     from vision.mtcnn import MtcnnDetector

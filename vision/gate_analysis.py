@@ -15,7 +15,7 @@ from gates.gallery import Gallery
 from models import registry
 from vision.cameras import CameraConfig
 from vision.face_tracks import GateDecision, GatePolicy, GateTracker
-from vision.faces import FaceAnalyzer, build_analyzer
+from vision.faces import FaceAnalyzer, build_analyzer, gate_detector
 from vision.liveness import LivenessChecker
 from vision.streams import Frame
 
@@ -32,10 +32,12 @@ def analyze_gate_video(video: str | Path, camera: CameraConfig, data_dir: str | 
                        policy: GatePolicy | None = None, stride: int = 1,
                        max_frames: int | None = None) -> Iterator[GateDecision]:
     """Yield access decisions as they are made. stride > 1 analyses every stride-th frame (long
-    recordings). `liveness`: the checker the live service would use (None: no liveness check)."""
+    recordings). `liveness`: the checker the live service would use (None: no liveness check). The
+    default analyzer is the live service's for gate cameras (`faces.gate_detector`)."""
     if camera.role not in ("gate", "door"):
         raise ValueError(f"camera {camera.id!r} has role {camera.role!r}, not a gate or door camera")
-    analyzer = analyzer or build_analyzer("open")
+    policy = policy or GatePolicy()
+    analyzer = analyzer or build_analyzer("open", detector=gate_detector("open"), min_face_size=int(policy.min_face_px))
     cap = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG)
     if not cap.isOpened():
         raise FileNotFoundError(f"cannot open video {video}")
@@ -43,7 +45,7 @@ def analyze_gate_video(video: str | Path, camera: CameraConfig, data_dir: str | 
     fps = fps if 1.0 <= fps <= 240.0 else 25.0
     try:
         with open_gallery(Path(data_dir), analyzer) as gallery:
-            tracker = GateTracker(camera.id, analyzer, gallery.identify, policy=policy or GatePolicy(),
+            tracker = GateTracker(camera.id, analyzer, gallery.identify, policy=policy,
                                   fps=fps / stride, liveness=liveness)
             index, last = 0, None
             while max_frames is None or index < max_frames:

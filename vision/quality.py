@@ -38,18 +38,36 @@ class FaceQuality:
         return not self.problems
 
 
-def assess(box: np.ndarray, landmarks: np.ndarray, chip_bgr: np.ndarray,
-           limits: QualityLimits = QualityLimits()) -> FaceQuality:
-    """Quality of one face from its box, its detector landmarks (ArcFace order) and its chip."""
+def _geometry(box: np.ndarray, landmarks: np.ndarray) -> tuple[float, float, float]:
+    """face_px, yaw and roll_deg (see FaceQuality) from the box and the detector landmarks."""
     face_px = float(min(box[2] - box[0], box[3] - box[1]))
-    gray = cv2.cvtColor(chip_bgr, cv2.COLOR_BGR2GRAY)
-    sharpness = float(cv2.Laplacian(gray, cv2.CV_64F).var())
     right_eye, left_eye, nose = landmarks[0], landmarks[1], landmarks[2]
     eye_vec = left_eye - right_eye
     eye_dist = float(np.hypot(*eye_vec)) or 1e-6
     roll_deg = float(np.degrees(np.arctan2(eye_vec[1], eye_vec[0])))
     # Signed distance of the nose from the perpendicular bisector of the eyes, in eye distances.
     yaw = float(np.dot(nose - (right_eye + left_eye) / 2, eye_vec / eye_dist) / eye_dist)
+    return face_px, yaw, roll_deg
+
+
+def _score(face_px: float, sharpness_factor: float, yaw: float, limits: QualityLimits) -> float:
+    return (min(face_px / (2 * limits.min_face_px), 1.0) * sharpness_factor
+            * max(0.0, 1.0 - abs(yaw) / (2 * limits.max_yaw)))
+
+
+def score_ceiling(box: np.ndarray, landmarks: np.ndarray, limits: QualityLimits = QualityLimits()) -> float:
+    """The best score `assess` could give this face, whatever its chip's sharpness (a factor of at
+    most 1): a video pipeline skips aligning faces that could not be worth embedding anyway."""
+    face_px, yaw, _ = _geometry(box, landmarks)
+    return _score(face_px, 1.0, yaw, limits)
+
+
+def assess(box: np.ndarray, landmarks: np.ndarray, chip_bgr: np.ndarray,
+           limits: QualityLimits = QualityLimits()) -> FaceQuality:
+    """Quality of one face from its box, its detector landmarks (ArcFace order) and its chip."""
+    face_px, yaw, roll_deg = _geometry(box, landmarks)
+    gray = cv2.cvtColor(chip_bgr, cv2.COLOR_BGR2GRAY)
+    sharpness = float(cv2.Laplacian(gray, cv2.CV_64F).var())
     problems = []
     if face_px < limits.min_face_px:
         problems.append(f"too_small: face is {face_px:.0f} px, need {limits.min_face_px:.0f}")
@@ -59,7 +77,5 @@ def assess(box: np.ndarray, landmarks: np.ndarray, chip_bgr: np.ndarray,
         problems.append(f"turned_away: yaw {yaw:+.2f}, limit {limits.max_yaw:.2f}")
     if abs(roll_deg) > limits.max_roll_deg:
         problems.append(f"tilted: roll {roll_deg:+.0f} deg, limit {limits.max_roll_deg:.0f}")
-    score = (min(face_px / (2 * limits.min_face_px), 1.0)
-             * min(sharpness / (3 * limits.min_sharpness), 1.0)
-             * max(0.0, 1.0 - abs(yaw) / (2 * limits.max_yaw)))
+    score = _score(face_px, min(sharpness / (3 * limits.min_sharpness), 1.0), yaw, limits)
     return FaceQuality(face_px, sharpness, yaw, roll_deg, round(float(score), 4), tuple(problems))
