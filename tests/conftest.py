@@ -61,3 +61,28 @@ def liveness_pair(shared_models: Path):  # -> vision.liveness.LivenessChecker (i
         return LivenessChecker.from_registry(allow_download=False)
     except ModelNotFoundError as exc:
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def analyzer():  # -> vision.faces.FaceAnalyzer: the open pack, built once for every test that reads faces
+    from vision.faces import build_analyzer
+
+    return build_analyzer("open")
+
+
+ADMIN_KEY = "test-admin-key-0123456789"
+
+
+def service_client(data_dir: Path, analyzer, **settings: object):  # -> fastapi.testclient.TestClient
+    """The gate service in-process on a data dir, with ADMIN_KEY as its admin key and UTC windows.
+
+    Liveness is off unless a test turns it on: the tests' faces are press photos, not gate
+    captures, and the liveness pair passes only ~82 % of them (tests/test_liveness.py)."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.settings import Settings
+
+    settings.setdefault("liveness", "off")
+    settings.setdefault("timezone", "UTC")
+    return TestClient(create_app(Settings(data_dir=data_dir, admin_key=ADMIN_KEY, **settings), analyzer=analyzer))

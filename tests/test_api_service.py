@@ -12,33 +12,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import ADMIN_KEY, service_client
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.settings import Settings
 from gates.gallery import DB_NAME
-from vision.faces import FaceAnalyzer, build_analyzer
+from vision.faces import FaceAnalyzer
 
-ADMIN = "test-admin-key-0123456789"
+ADMIN = ADMIN_KEY
 A = {"X-API-Key": ADMIN}
-
-
-@pytest.fixture(scope="module")
-def analyzer() -> FaceAnalyzer:
-    return build_analyzer("open")
-
-
-def _client(data_dir: Path, analyzer: FaceAnalyzer, **settings: object) -> TestClient:
-    # Liveness off unless a test turns it on: these are press photos, not gate captures, and the
-    # liveness pair passes only ~82 % of them (tests/test_liveness.py); rules are tested here.
-    settings.setdefault("liveness", "off")
-    return TestClient(create_app(Settings(data_dir=data_dir, admin_key=ADMIN, timezone="UTC", **settings),
-                                 analyzer=analyzer))
 
 
 @pytest.fixture()
 def client(tmp_path: Path, analyzer: FaceAnalyzer, faces_dir: Path) -> Iterator[TestClient]:
-    with _client(tmp_path, analyzer, retain_crops=True) as c:
+    with service_client(tmp_path, analyzer, retain_crops=True) as c:
         yield c
 
 
@@ -102,7 +88,7 @@ def test_auth_roles_and_key_revocation(client: TestClient) -> None:
 
 
 def test_rate_limit_per_key(tmp_path: Path, analyzer: FaceAnalyzer) -> None:
-    with _client(tmp_path, analyzer, rate_limit_burst=3, rate_limit_per_minute=1) as c:
+    with service_client(tmp_path, analyzer, rate_limit_burst=3, rate_limit_per_minute=1) as c:
         codes = [c.get("/api/v1/gates", headers=A).status_code for _ in range(5)]
         assert codes == [200, 200, 200, 429, 429]
         assert int(c.get("/api/v1/gates", headers=A).headers["Retry-After"]) > 0

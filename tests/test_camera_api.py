@@ -11,33 +11,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import ADMIN_KEY, service_client
 from fastapi.testclient import TestClient
 from spoof_renders import screen_replay
 
-from api.app import create_app
 from api.live import CameraError
-from api.settings import Settings, SettingsError, load_settings
-from vision.faces import FaceAnalyzer, build_analyzer
+from api.settings import SettingsError, load_settings
+from vision.faces import FaceAnalyzer
 
-ADMIN = "camera-admin-key-0123456789"
+ADMIN = ADMIN_KEY
 A = {"X-API-Key": ADMIN}
 DEAD = "rtsp://127.0.0.1:9/stream"  # nothing listens on the discard port: the camera cannot be opened
 
 
-@pytest.fixture(scope="module")
-def analyzer() -> FaceAnalyzer:
-    return build_analyzer("open")
-
-
-def _client(data_dir: Path, analyzer: FaceAnalyzer, **settings: object) -> TestClient:
-    settings.setdefault("liveness", "off")
-    return TestClient(create_app(Settings(data_dir=data_dir, admin_key=ADMIN, timezone="UTC", **settings),
-                                 analyzer=analyzer))
-
-
 @pytest.fixture()
 def client(tmp_path: Path, analyzer: FaceAnalyzer) -> Iterator[TestClient]:
-    with _client(tmp_path, analyzer) as c:
+    with service_client(tmp_path, analyzer) as c:
         yield c
 
 
@@ -115,14 +104,14 @@ def test_camera_crud_and_validation(client: TestClient, tmp_path: Path) -> None:
 
 
 def test_cameras_survive_a_restart_and_bad_files_stop_the_start(tmp_path: Path, analyzer: FaceAnalyzer) -> None:
-    with _client(tmp_path, analyzer) as c:
+    with service_client(tmp_path, analyzer) as c:
         gate = _gate(c)
         facade = {"id": "tower-a", "role": "facade", "source": DEAD,
                   "facade": {"homography": [[10, 0, 0], [0, -10, 500], [0, 0, 1]], "floors": 30, "columns": 4}}
         assert c.post("/api/v1/cameras", json=facade, headers=A).status_code == 201
         camera = {"id": "door-1", "role": "door", "source": DEAD, "gate_id": gate["id"]}
         assert c.post("/api/v1/cameras", json=camera, headers=A).status_code == 201
-    with _client(tmp_path, analyzer) as c:
+    with service_client(tmp_path, analyzer) as c:
         cameras = {x["id"]: x for x in c.get("/api/v1/cameras", headers=A).json()}
         assert set(cameras) == {"door-1", "tower-a"}
         assert cameras["door-1"]["status"]["running"] and cameras["tower-a"]["status"]["running"]  # facade: throws
@@ -133,7 +122,7 @@ def test_cameras_survive_a_restart_and_bad_files_stop_the_start(tmp_path: Path, 
     with pytest.raises(SettingsError, match=r"door-2\.yaml"):
         load_settings(data_dir=tmp_path)
     (folder / "door-2.yaml").write_text("id: door-2\nrole: door\nsource: 0\ngate_id: 42\n")
-    with pytest.raises(CameraError, match=r"door-2\.yaml: gate_id 42"), _client(tmp_path, analyzer):
+    with pytest.raises(CameraError, match=r"door-2\.yaml: gate_id 42"), service_client(tmp_path, analyzer):
         pass
 
 
@@ -145,7 +134,7 @@ def test_liveness_on_the_photo_endpoint(tmp_path: Path, analyzer: FaceAnalyzer, 
     zoom = 640 / max(image.shape[:2])
     image = cv2.resize(image, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_AREA) if zoom < 1 else image
     replay = cv2.imencode(".jpg", screen_replay(image, np.random.default_rng(0)))[1].tobytes()
-    with _client(tmp_path, analyzer, liveness="required") as c:
+    with service_client(tmp_path, analyzer, liveness="required") as c:
         assert c.get("/healthz").json()["liveness"] == "ok"
         gate = _gate(c)
         resident = c.post("/api/v1/residents", json={"name": "rose_leslie"}, headers=A).json()
@@ -166,7 +155,7 @@ def test_required_liveness_without_a_model_denies_everything(tmp_path: Path, ana
     monkeypatch.setenv("GATEWATCH_MODEL_MIRROR", str(empty))
     monkeypatch.setenv("GATEWATCH_MODEL_CACHE", str(empty))
     photo = np.full((240, 320, 3), 128, np.uint8)
-    with _client(tmp_path / "data", analyzer, liveness="required") as c:
+    with service_client(tmp_path / "data", analyzer, liveness="required") as c:
         health = c.get("/healthz").json()
         assert (health["status"], health["liveness"]) == ("degraded", "unavailable")
         gate = _gate(c)
@@ -174,6 +163,6 @@ def test_required_liveness_without_a_model_denies_everything(tmp_path: Path, ana
                    files={"file": ("p.jpg", cv2.imencode(".jpg", photo)[1].tobytes(), "image/jpeg")},
                    headers={"X-API-Key": gate["api_key"]}).json()
         assert (r["decision"], r["reason"]) == ("deny", "error")
-    with _client(tmp_path / "data", analyzer, liveness="if_available") as c:
+    with service_client(tmp_path / "data", analyzer, liveness="if_available") as c:
         health = c.get("/healthz").json()
         assert (health["status"], health["liveness"]) == ("ok", "unavailable")

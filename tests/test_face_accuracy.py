@@ -15,11 +15,6 @@ from vision.faces import FaceAnalyzer, build_analyzer
 
 
 @pytest.fixture(scope="module")
-def analyzer() -> FaceAnalyzer:
-    return build_analyzer("open")
-
-
-@pytest.fixture(scope="module")
 def faces_samples(analyzer: FaceAnalyzer, faces_dir: Path):
     return embed_people(analyzer, load_people(faces_dir))
 

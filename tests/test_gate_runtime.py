@@ -14,17 +14,12 @@ from walker_clip import VIDEO, walker_photo, write_clip
 
 from vision.cameras import CameraConfig
 from vision.face_tracks import GateDecision
-from vision.faces import FaceAnalyzer, build_analyzer
+from vision.faces import FaceAnalyzer
 from vision.gate_analysis import open_gallery
 from vision.gate_runtime import CameraStats, GateRuntime
 from vision.streams import Backoff, CameraEvent
 
 pytestmark = pytest.mark.skipif(not VIDEO.is_file(), reason=f"shared video not available at {VIDEO}")
-
-
-@pytest.fixture(scope="module")
-def analyzer() -> FaceAnalyzer:
-    return build_analyzer("open")
 
 
 @pytest.fixture(scope="module")

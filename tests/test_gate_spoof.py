@@ -19,7 +19,7 @@ from spoof_renders import printed_photo, screen_replay
 
 from gates.gallery import Gallery
 from vision.face_tracks import GateDecision, GateTracker
-from vision.faces import FaceAnalyzer, build_analyzer
+from vision.faces import FaceAnalyzer
 from vision.gate_analysis import open_gallery
 from vision.liveness import LivenessChecker
 from vision.streams import Frame
@@ -29,11 +29,6 @@ CLIP_FRAMES = 12
 FPS = 10.0
 CANVAS = (720, 960)
 Render = Callable[[np.ndarray, np.random.Generator], np.ndarray]
-
-
-@pytest.fixture(scope="module")
-def analyzer() -> FaceAnalyzer:
-    return build_analyzer("open")
 
 
 @pytest.fixture(scope="module")

@@ -16,16 +16,11 @@ from walker_clip import VIDEO, walker_photo
 from models import registry
 from vision.cameras import CameraConfig
 from vision.face_tracks import GateDecision
-from vision.faces import FaceAnalyzer, build_analyzer
+from vision.faces import FaceAnalyzer
 from vision.gate_analysis import analyze_gate_video, open_gallery
 from vision.liveness import LivenessChecker
 
 pytestmark = pytest.mark.skipif(not VIDEO.is_file(), reason="shared video not available")
-
-
-@pytest.fixture(scope="module")
-def analyzer() -> FaceAnalyzer:
-    return build_analyzer("open")
 
 
 @pytest.fixture(scope="module")

@@ -12,27 +12,16 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
+from conftest import ADMIN_KEY, service_client
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.settings import Settings
 from benchmarks.bench_throws import real_clip_facade
 from benchmarks.throw_scenarios import VALIDATION_SEEDS, make_scenario, write_scenario
 from vision.cameras import CAMERA_FOLDER, load_camera, save_camera
-from vision.faces import FaceAnalyzer, build_analyzer
+from vision.faces import FaceAnalyzer
 
-ADMIN = "throw-admin-key-0123456789"
+ADMIN = ADMIN_KEY
 A = {"X-API-Key": ADMIN}
-
-
-@pytest.fixture(scope="module")
-def analyzer() -> FaceAnalyzer:
-    return build_analyzer("open")
-
-
-def _client(data_dir: Path, analyzer: FaceAnalyzer) -> TestClient:
-    return TestClient(create_app(Settings(data_dir=data_dir, admin_key=ADMIN, liveness="off"), analyzer=analyzer))
 
 
 def _played(c: TestClient, camera_id: str, timeout_s: float = 120.0) -> dict:
@@ -53,7 +42,7 @@ def test_throws_on_a_facade_camera_are_alerts_with_evidence(tmp_path: Path, anal
     camera = load_camera(camera_file).model_copy(update={"id": "tower-a", "playback": "every_frame"})
     save_camera(tmp_path / "data" / CAMERA_FOLDER, camera)  # a camera file found at start
     guard = None
-    with _client(tmp_path / "data", analyzer) as c:
+    with service_client(tmp_path / "data", analyzer) as c:
         guard = {"X-API-Key": c.post("/api/v1/keys", json={"role": "guard"}, headers=A).json()["key"]}
         status = _played(c, "tower-a")
         throws = c.get("/api/v1/throws", headers=guard).json()["throws"]
@@ -76,7 +65,7 @@ def test_throws_on_a_facade_camera_are_alerts_with_evidence(tmp_path: Path, anal
         metrics = c.get("/metrics").text
         assert f'gatewatch_camera_events_total{{camera_id="tower-a",type="throw"}} {len(throws)}.0' in metrics
     # The record outlives the process.
-    with _client(tmp_path / "data", analyzer) as c:
+    with service_client(tmp_path / "data", analyzer) as c:
         assert len(c.get("/api/v1/throws", headers=guard).json()["throws"]) == len(scenario.throws)
 
 
@@ -87,7 +76,7 @@ def test_a_facade_camera_over_a_street_clip_raises_no_alert(tmp_path: Path, anal
     width, height = (int(cv2.VideoCapture(str(clip)).get(p)) for p in (cv2.CAP_PROP_FRAME_WIDTH,
                                                                           cv2.CAP_PROP_FRAME_HEIGHT))
     facade = real_clip_facade(width, height)
-    with _client(tmp_path, analyzer) as c:
+    with service_client(tmp_path, analyzer) as c:
         r = c.post("/api/v1/cameras", headers=A, json={
             "id": "street", "role": "facade", "source": str(clip), "playback": "every_frame",
             "facade": facade.model_dump(mode="json", exclude_none=True)})
