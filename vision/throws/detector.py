@@ -32,6 +32,13 @@ class DetectorParams:
     merge_gap_frames: int = 12  # a track resumed this soon after an event is the same throw
     stitch_gap_frames: int = 15  # a rejected track may be continued by one starting this soon after
     stitch_min_points: int = 6  # each joined piece must be a track in its own right, not a stray blob
+    # A facade camera is fixed: shake oscillates about one pose, it does not carry the view away.
+    # While the view drifts by more than this (full-resolution px, net over a track), the camera is
+    # panning or moving and the scene's own edges slide through the frame as smooth "tracks".
+    max_camera_drift_px: float = 6.0
+    # ... nor far from its reference pose: shake stays within ~0.5 % of the frame diagonal. A view
+    # displaced by more has been panned or knocked, and the calibration no longer holds.
+    max_pose_offset: float = 0.015
 
 
 class ThrowDetector:
@@ -71,6 +78,8 @@ class ThrowDetector:
         self.pending: list[Track] = []  # recently rejected tracks that a later one may continue
         self.keep_rejected = False
         self.last_motion: MotionFrame | None = None
+        self.diagonal = float(np.hypot(*frame_size))
+        self.shifts: dict[int, tuple[float, float]] = {}  # recent frames' camera shift (processing px)
 
     @staticmethod
     def _scaled(polygon: list, facade: FacadeSettings, frame_size: tuple[int, int]) -> np.ndarray:
@@ -86,6 +95,9 @@ class ThrowDetector:
         """Tracking and judging alone, on a frame's motion already segmented (replays of recorded
         blobs re-score tracker and physics changes without rendering and segmenting again)."""
         self.last_motion = motion
+        self.shifts[index] = motion.shift
+        if len(self.shifts) > self.arc.history_frames + self.p.stitch_gap_frames:
+            self.shifts.pop(next(iter(self.shifts)))
         blobs = self.tracker.filter_blobs(motion.blobs)
         self.history.append(index, blobs)
         return self._judge(self.tracker.step(index, blobs))
@@ -178,7 +190,21 @@ class ThrowDetector:
         if len(track) < self.physics.min_points:
             return None
         fit = fit_track(track, self.fps, self.physics.early_window_s)
+        drift, offset = self._camera_motion(track)
+        if drift > self.p.max_camera_drift_px or offset > self.p.max_pose_offset * self.diagonal:
+            reason = f"camera moved ({drift:.0f} px during the track, {offset:.0f} px off its pose)"
+            return track, fit, PhysicsVerdict(False, reason, 0.0, 0.0, fit.local_chi, 0.0)
         return track, fit, judge(track, fit, self.calib, self.physics)
+
+    def _camera_motion(self, track: Track) -> tuple[float, float]:
+        """Full-resolution px: the camera's net shift between a track's first and last frame, and
+        its largest offset from the reference pose during the track."""
+        shifts = np.array([self.shifts[f] for f in track.frames if f in self.shifts]).reshape(-1, 2)
+        if not len(shifts):
+            return 0.0, 0.0
+        drift = float(np.hypot(*(shifts[-1] - shifts[0])))
+        offset = float(np.hypot(shifts[:, 0], shifts[:, 1]).max())
+        return drift / self.motion.scale, offset / self.motion.scale
 
     def _continues_previous(self, track: Track) -> bool:
         """A track that overlaps or picks up where a reported throw's track was is that throw again.

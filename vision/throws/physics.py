@@ -38,6 +38,13 @@ class PhysicsParams:
     robust_size_from_px: float = 12.0  # from this blob size, a few fragments do not count (MAD spread)
     min_start_floor: float = 0.8  # tracks entirely at street level are people and cars
     early_window_s: float = 1.0  # drag matters less early in a fall: test this window too
+    # A hand toss from a window rises at most ~1 m before falling (0.35 of a nominal 3 m floor).
+    # People walking, seen through a calibration that makes them "floors", bob up and down by more.
+    max_rise_floors: float = 0.35
+    # Gravity must be measured, not merely allowed: the fitted downward acceleration at least this
+    # many standard errors from zero. A falling body bends its path by tens of pixels a second;
+    # a chance chain of a crowd's body parts, jittering by their own size, does not prove a bend.
+    min_accel_z: float = 4.0
 
 
 @dataclass(frozen=True)
@@ -211,6 +218,15 @@ def size_spread_log_area(track: Track, robust_from_px: float = 12.0) -> float:
     return min(std, mad)
 
 
+def rise_floors(fit: TrajectoryFit) -> float:
+    """How far the early fit climbs above its first point before falling (floors; 0 if it never does)."""
+    c1, c2 = fit.early_v.coef[1], fit.early_v.coef[2]
+    if c2 >= 0 or c1 <= 0:
+        return 0.0
+    t_apex = min(-c1 / (2 * c2), fit.t[-1])
+    return float(fit.early_v.at(t_apex) - fit.early_v.at(0.0))
+
+
 @dataclass(frozen=True)
 class PhysicsVerdict:
     is_throw: bool
@@ -270,6 +286,12 @@ def judge(track: Track, fit: TrajectoryFit, calib: FacadeCalibration, p: Physics
         return verdict(False, f"drop {drop:.2f} floors")
     if not any(p.accel_min <= r <= p.accel_max for r in ratios):
         return verdict(False, f"acceleration {ratios[0]:.2f}/{ratios[1]:.2f} g")
+    accel_z = -fit.v.coef[2] / np.sqrt(max(fit.v.cov[2, 2], 1e-12))
+    if accel_z < p.min_accel_z:
+        return verdict(False, f"acceleration not significant ({accel_z:.1f} sigma)")
+    rise = rise_floors(fit)
+    if rise > p.max_rise_floors:
+        return verdict(False, f"rises {rise:.2f} floors first")
     if abs(fit.u.coef[2]) > p.max_side_accel * abs(fit.v.coef[2]) + 3 * np.sqrt(fit.u.cov[2, 2]):
         return verdict(False, "curving sideways")
     if chi > p.max_chi:
