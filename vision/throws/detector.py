@@ -16,6 +16,7 @@ from vision.throws.physics import (
     PhysicsParams,
     PhysicsVerdict,
     TrajectoryFit,
+    crowd_density,
     fit_track,
     judge,
     trim_head,
@@ -194,7 +195,8 @@ class ThrowDetector:
         if drift > self.p.max_camera_drift_px or offset > self.p.max_pose_offset * self.diagonal:
             reason = f"camera moved ({drift:.0f} px during the track, {offset:.0f} px off its pose)"
             return track, fit, PhysicsVerdict(False, reason, 0.0, 0.0, fit.local_chi, 0.0)
-        return track, fit, judge(track, fit, self.calib, self.physics)
+        crowd = crowd_density(track, self.history.get)
+        return track, fit, judge(track, fit, self.calib, self.physics, crowd)
 
     def _camera_motion(self, track: Track) -> tuple[float, float]:
         """Full-resolution px: the camera's net shift between a track's first and last frame, and

@@ -11,11 +11,13 @@ traffic stays at ground level and moves sideways.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from vision.facade import FacadeCalibration
+from vision.motion import Blobs
 from vision.throws.tracker import NOMINAL_FLOOR_H, G, Track
 
 
@@ -45,6 +47,12 @@ class PhysicsParams:
     # many standard errors from zero. A falling body bends its path by tens of pixels a second;
     # a chance chain of a crowd's body parts, jittering by their own size, does not prove a bend.
     min_accel_z: float = 4.0
+    # Among a crowd's blobs the tracker had a choice at every step, and the chain it kept is the best
+    # of many: its parabola is that much likelier to be chance, so it must prove more. A crowd is
+    # ``crowd_neighbours`` other blobs on average next to each detection (within twice the object's
+    # size plus its step from the previous frame).
+    crowd_neighbours: float = 1.0
+    crowd_accel_z: float = 6.0
 
 
 @dataclass(frozen=True)
@@ -218,6 +226,21 @@ def size_spread_log_area(track: Track, robust_from_px: float = 12.0) -> float:
     return min(std, mad)
 
 
+def crowd_density(track: Track, blobs_at: Callable[[int], Blobs | None]) -> float:
+    """Mean number of other blobs within twice the object's size plus its last step of each detection."""
+    xy = np.asarray(track.xy)
+    size = np.max(np.asarray(track.size), 1)
+    counts = []
+    for k, frame in enumerate(track.frames):
+        blobs = blobs_at(frame)
+        if blobs is None or not len(blobs):
+            continue
+        step = float(np.hypot(*(xy[k] - xy[k - 1]))) if k else 0.0
+        d = np.hypot(blobs.xy[:, 0] - xy[k, 0], blobs.xy[:, 1] - xy[k, 1])
+        counts.append(int(np.count_nonzero((d > 0.5) & (d < 2 * size[k] + step + 3))))
+    return float(np.mean(counts)) if counts else 0.0
+
+
 def rise_floors(fit: TrajectoryFit) -> float:
     """How far the early fit climbs above its first point before falling (floors; 0 if it never does)."""
     c1, c2 = fit.early_v.coef[1], fit.early_v.coef[2]
@@ -237,8 +260,13 @@ class PhysicsVerdict:
     confidence: float
 
 
-def judge(track: Track, fit: TrajectoryFit, calib: FacadeCalibration, p: PhysicsParams) -> PhysicsVerdict:
-    """Accept a track as a throw only if every physical test passes; say which one failed."""
+def judge(
+    track: Track, fit: TrajectoryFit, calib: FacadeCalibration, p: PhysicsParams, crowd: float = 0.0
+) -> PhysicsVerdict:
+    """Accept a track as a throw only if every physical test passes; say which one failed.
+
+    ``crowd``: the mean number of other blobs next to the track's detections (crowd_density).
+    """
     a_nom = G / NOMINAL_FLOOR_H
     n = len(track)
     duration = fit.t[-1]
@@ -286,9 +314,15 @@ def judge(track: Track, fit: TrajectoryFit, calib: FacadeCalibration, p: Physics
         return verdict(False, f"drop {drop:.2f} floors")
     if not any(p.accel_min <= r <= p.accel_max for r in ratios):
         return verdict(False, f"acceleration {ratios[0]:.2f}/{ratios[1]:.2f} g")
+    # Drag only ever slows a fall as it speeds up: the early part must fall at close to g even when
+    # the whole track, bent by drag, does not.
+    if ratios[1] < p.accel_min:
+        return verdict(False, f"early part not falling freely ({ratios[1]:.2f} g)")
     accel_z = -fit.v.coef[2] / np.sqrt(max(fit.v.cov[2, 2], 1e-12))
-    if accel_z < p.min_accel_z:
-        return verdict(False, f"acceleration not significant ({accel_z:.1f} sigma)")
+    z_min = p.crowd_accel_z if crowd >= p.crowd_neighbours else p.min_accel_z
+    if accel_z < z_min:
+        where = f" in a crowd ({crowd:.1f} neighbours)" if crowd >= p.crowd_neighbours else ""
+        return verdict(False, f"acceleration not significant ({accel_z:.1f} sigma{where})")
     rise = rise_floors(fit)
     if rise > p.max_rise_floors:
         return verdict(False, f"rises {rise:.2f} floors first")
