@@ -73,21 +73,33 @@ def run_scenario(scenario: Scenario, frames, detector_kwargs: dict | None = None
 
 
 def match(result: ScenarioResult) -> None:
-    """An event matches a throw when their frame spans overlap; extra matches are duplicates."""
+    """An event matches a throw when it overlaps the throw in time and follows its path in the
+    image (median distance to the true position at the same frames within NEAR_PX, or twice the
+    object's size); the closest such event matches, the others on the same path are duplicates.
+    An event that only overlaps in time is a false alarm: an alert elsewhere on the facade while
+    something falls must not pass for the throw (nor hide as a duplicate)."""
     used: set[int] = set()
     for truth in result.scenario.throws:
-        hits = [
-            k
-            for k, e in enumerate(result.events)
-            if e.start_frame <= truth.end_frame + 2 and e.end_frame >= truth.release_frame - 2
-        ]
-        first = next((k for k in hits if k not in used), None)
+        near = {k: d for k, e in enumerate(result.events)
+                if e.start_frame <= truth.end_frame + 2 and e.end_frame >= truth.release_frame - 2
+                and (d := path_distance(e, truth)) <= max(NEAR_PX, 2 * truth.size_px)}
+        free = [k for k in near if k not in used]
+        first = min(free, key=near.get) if free else None
         result.matched.append((truth, None if first is None else result.events[first]))
-        if first is not None:
-            used.add(first)
-            result.duplicates += sum(1 for k in hits if k not in used)
-            used.update(hits)
+        result.duplicates += max(len(free) - 1, 0)
+        used.update(near)
     result.false_alarms = [e for k, e in enumerate(result.events) if k not in used]
+
+
+NEAR_PX = 20.0
+
+
+def path_distance(event: ThrowEvent, truth) -> float:
+    """Median image distance between the event's detections and the truth at the same frames
+    (infinite when they share no frame)."""
+    gaps = [np.hypot(x - truth.path_px[f - truth.release_frame][0], y - truth.path_px[f - truth.release_frame][1])
+            for f, x, y in event.trajectory_px if 0 <= f - truth.release_frame < len(truth.path_px)]
+    return float(np.median(gaps)) if gaps else float("inf")
 
 
 def throw_suite(seeds, n: int, width: int, height: int, real_every: int = 4) -> list[tuple[Scenario, object]]:
