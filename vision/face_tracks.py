@@ -149,8 +149,7 @@ class GateTracker:
         track_ids = deciding.data["track_id"].tolist()
         limits = self.analyzer.quality_limits
         big_enough, candidates = [], []
-        for row, track_id in enumerate(track_ids):
-            face_px = float(min(deciding.boxes[row, 2:] - deciding.boxes[row, :2]))
+        for row, (track_id, face_px) in enumerate(zip(track_ids, deciding.shorter_side.tolist(), strict=True)):
             if face_px < self.policy.min_face_px:
                 continue
             big_enough.append(row)
