@@ -8,6 +8,7 @@ offline/online record here too.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -28,16 +29,8 @@ GuardKey = Annotated[ApiKey, Depends(require("guard"))]
 
 
 def camera_out(camera: CameraConfig, stats: CameraStats | None) -> CameraOut:
-    if stats is None:
-        status = CameraStatus(running=False, online=None, fps=0.0, decode_ms=0.0, frames_decoded=0,
-                              frames_dropped=0, frames_stale=0, frames_processed=0, disconnects=0, decisions=0,
-                              latency_p50_ms=None, latency_p99_ms=None)
-    else:
-        status = CameraStatus(running=True, online=stats.online, fps=stats.fps, decode_ms=stats.decode_ms,
-                              frames_decoded=stats.frames_decoded, frames_dropped=stats.frames_dropped,
-                              frames_stale=stats.frames_stale, frames_processed=stats.frames_processed,
-                              disconnects=stats.disconnects, decisions=stats.decisions,
-                              latency_p50_ms=stats.latency_p50_ms, latency_p99_ms=stats.latency_p99_ms)
+    """A camera with its status; one not running (yet) shows zero counters."""
+    status = CameraStatus(running=False) if stats is None else CameraStatus(running=True, **asdict(stats))
     return CameraOut(**camera.model_dump(), status=status)
 
 

@@ -230,18 +230,20 @@ class Health(BaseModel):
 # --- cameras and the gate controller's command stream -------------------------------------------
 
 class CameraStatus(BaseModel):
+    """The runtime's `CameraStats` of a running camera (fields it has beyond these are not shown)."""
+
     running: bool = Field(description="false until the camera's reader runs")
-    online: bool | None = Field(description="null until the first connection attempt has ended")
-    fps: float
-    decode_ms: float
-    frames_decoded: int
-    frames_dropped: int
-    frames_stale: int
-    frames_processed: int
-    disconnects: int
-    decisions: int = Field(description="gate decisions made, or throws seen by a facade camera")
-    latency_p50_ms: float | None
-    latency_p99_ms: float | None
+    online: bool | None = Field(None, description="null until the first connection attempt has ended")
+    fps: float = 0.0
+    decode_ms: float = 0.0
+    frames_decoded: int = 0
+    frames_dropped: int = 0
+    frames_stale: int = 0
+    frames_processed: int = 0
+    disconnects: int = 0
+    decisions: int = Field(0, description="gate decisions made, or throws seen by a facade camera")
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
 
 
 class CameraOut(CameraConfig):
