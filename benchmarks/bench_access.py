@@ -11,7 +11,6 @@ unlocked count then says so; the timing is what matters here.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
@@ -25,11 +24,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from api.settings import Settings
+from benchmarks.shared import SHARED, use_model_mirror
 
 ADMIN = "bench-admin-key-0123456789"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 FACES = SHARED / "data" / "faces"
-os.environ.setdefault("GATEWATCH_MODEL_MIRROR", str(SHARED / "models"))  # the liveness pair
+use_model_mirror()  # the liveness pair
 
 
 def letterbox_jpeg(path: Path, width: int = 640, height: int = 480) -> bytes:

@@ -26,6 +26,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.shared import SHARED  # noqa: E402
 from models.runtime import default_providers, default_threads  # noqa: E402
 from vision.detections import Detections  # noqa: E402
 from vision.mtcnn import MtcnnDetector  # noqa: E402
@@ -100,7 +101,7 @@ def _time(detectors: dict[str, Callable[[np.ndarray], Detections]], frames: list
 
 
 def main() -> None:
-    shared = Path(os.environ.get("GATEWATCH_SHARED", REPO.parent / "shared"))
+    shared = SHARED
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=shared / "data")
     parser.add_argument("--models", type=Path, default=shared / "models")

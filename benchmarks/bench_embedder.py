@@ -20,6 +20,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.shared import SHARED  # noqa: E402
 from models.dlib_resnet import (  # noqa: E402
     DLIB_RESNET_INPUT_SIZE,
     DLIB_RESNET_PREPROCESS,
@@ -103,7 +104,7 @@ def main() -> None:
 
     import dlib
 
-    shared = Path(os.environ.get("GATEWATCH_SHARED", REPO.parent / "shared"))
+    shared = SHARED
     faces_dir = args.faces or shared / "data" / "faces"
     model_dir = _dlib_model_dir()
     dat = model_dir / "dlib_face_recognition_resnet_model_v1.dat"

@@ -30,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from benchmarks.shared import SHARED, use_model_mirror
 from vision.face_tracks import GatePolicy, GateTracker
 from vision.faces import build_analyzer
 from vision.gate_analysis import open_gallery
@@ -84,14 +85,13 @@ def gate_camera(tracker: GateTracker) -> Callable[[int, np.ndarray], int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    repo = Path(__file__).resolve().parents[1]
-    shared = Path(os.environ.get("GATEWATCH_SHARED", repo.parent / "shared"))
+    shared = SHARED
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--video", type=Path, default=shared / "data/video/facenetpt_video.mp4")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--heights", type=int, nargs="+", default=[720, 1080])
     args = parser.parse_args(argv)
-    os.environ.setdefault("GATEWATCH_MODEL_MIRROR", str(shared / "models"))
+    use_model_mirror()
     yunet = build_analyzer("open", detector="yunet_s", min_face_size=40)
     mtcnn = build_analyzer("open", min_face_size=40)
     gate_analyzer = build_analyzer("open", detector="yunet_s", min_face_size=60)

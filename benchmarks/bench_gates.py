@@ -39,6 +39,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from benchmarks.shared import SHARED, use_model_mirror
 from vision.face_tracks import GateDecision, GatePolicy, GateTracker, step_many
 from vision.faces import FaceAnalyzer, build_analyzer
 from vision.gate_analysis import open_gallery
@@ -319,8 +320,7 @@ def _row(label: str, run: Run) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    repo = Path(__file__).resolve().parents[1]
-    shared = Path(os.environ.get("GATEWATCH_SHARED", repo.parent / "shared"))
+    shared = SHARED
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--video", type=Path, default=shared / "data/video/facenetpt_video.mp4")
     parser.add_argument("--heights", type=int, nargs="+", default=[720, 1080], choices=[720, 1080])
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="gate processes to try")
     parser.add_argument("--modes", nargs="+", default=["batched"], choices=sorted(STEPS))
     args = parser.parse_args(argv)
-    os.environ.setdefault("GATEWATCH_MODEL_MIRROR", str(shared / "models"))
+    use_model_mirror()
     cores = os.cpu_count() or 1
     policy = GatePolicy(min_face_px=float(args.min_face))
     print(f"gate cameras at {FPS:.0f} fps replaying {args.video.name}; min face {args.min_face} px; "

@@ -19,7 +19,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-os.environ.setdefault("GATEWATCH_MODEL_MIRROR", str(REPO.parent / "shared" / "models"))
+
+from benchmarks.shared import use_model_mirror  # noqa: E402
+
+use_model_mirror()
 
 from vision.liveness import LivenessChecker  # noqa: E402
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.bench_gates import FPS, decode_all, encode
+from benchmarks.shared import SHARED, use_model_mirror
 from gates.gallery import Gallery
 from vision.face_tracks import GatePolicy, GateTracker, step_many
 from vision.faces import FaceAnalyzer, build_analyzer
@@ -118,8 +119,7 @@ def run(analyzer: FaceAnalyzer, gallery: Gallery, clip: list[np.ndarray], camera
 
 
 def main(argv: list[str] | None = None) -> int:
-    repo = Path(__file__).resolve().parents[1]
-    shared = Path(os.environ.get("GATEWATCH_SHARED", repo.parent / "shared"))
+    shared = SHARED
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--video", type=Path, default=shared / "data/video/facenetpt_video.mp4")
     parser.add_argument("--cameras", type=int, default=8)
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detectors", nargs="+", default=["yunet_s", "mtcnn"])
     parser.add_argument("--min-face", type=int, default=60, help="gate's smallest face, px (detector and policy)")
     args = parser.parse_args(argv)
-    os.environ.setdefault("GATEWATCH_MODEL_MIRROR", str(shared / "models"))
+    use_model_mirror()
     policy = GatePolicy(min_face_px=float(args.min_face))
     print(f"{args.cameras} gate cameras x {args.ticks} frames, all arriving together each tick; min face "
           f"{args.min_face} px; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")

@@ -14,7 +14,6 @@ calibrations (REAL_CLIP_CALIBRATIONS; there must be none under any).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.shared import SHARED
 from benchmarks.throw_scenarios import (
     ALL_DISTRACTORS,
     FRESH_SEEDS,
@@ -42,9 +42,7 @@ from vision.throws import ThrowDetector, ThrowEvent
 SEED_SETS = {"tuning": TUNING_SEEDS, "validation": VALIDATION_SEEDS, "fresh": FRESH_SEEDS}
 SIZE_BINS = ((2, 5), (5, 10), (10, 20), (20, 31))
 FLOOR_BINS = ((2, 5), (6, 10), (11, 20), (21, 40))
-REAL_CLIPS_DIR = (
-    Path(os.environ.get("GATEWATCH_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data/video"
-)
+REAL_CLIPS_DIR = SHARED / "data/video"
 
 
 @dataclass
