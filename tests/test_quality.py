@@ -8,7 +8,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vision.align import warp_chips
 from vision.faces import build_analyzer
 from vision.quality import assess, score_ceiling
 
@@ -23,7 +22,7 @@ def test_the_ceiling_bounds_the_score_on_real_faces(faces_dir: Path) -> None:
             faces = analyzer.detector.detect(image)
             if not len(faces):
                 continue
-            chips = warp_chips(image, analyzer.aligner.transforms(image, faces), analyzer.aligner.size)
+            chips = analyzer.aligner.chips(image, faces)
             for box, points, chip in zip(faces.boxes, faces.landmarks, chips, strict=True):
                 pairs.append((score_ceiling(box, points, analyzer.quality_limits),
                               assess(box, points, chip, analyzer.quality_limits).score))

@@ -27,7 +27,6 @@ import supervision as sv
 from trackers import ByteTrackTracker
 
 from gates.gallery import Match
-from vision.align import warp_chips
 from vision.detections import Detections
 from vision.faces import FaceAnalyzer
 from vision.liveness import LivenessChecker, track_verdict
@@ -159,9 +158,7 @@ class GateTracker:
         chosen: list[int] = []
         chips = self._no_chips()
         if candidates:
-            aligner = self.analyzer.aligner
-            subset = deciding[np.array(candidates)]
-            cut = warp_chips(frame.image, aligner.transforms(frame.image, subset), aligner.size)
+            cut = self.analyzer.aligner.chips(frame.image, deciding[np.array(candidates)])
             for i, row in enumerate(candidates):
                 track = self.tracks[track_ids[row]]
                 quality = assess(deciding.boxes[row], deciding.landmarks[row], cut[i], limits)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import cv2
 import numpy as np
 
 from models.preprocess import Preprocess
@@ -29,7 +30,7 @@ class FaceDetector(Protocol):
 class Aligner(Protocol):
     size: int
 
-    def transforms(self, image_bgr: np.ndarray, faces: Detections) -> np.ndarray: ...
+    def chips(self, image_bgr: np.ndarray, faces: Detections) -> np.ndarray: ...
 
 
 class DlibAligner:
@@ -40,19 +41,26 @@ class DlibAligner:
         self.size = size
         self.padding = padding
 
-    def transforms(self, image_bgr: np.ndarray, faces: Detections) -> np.ndarray:
+    def chips(self, image_bgr: np.ndarray, faces: Detections) -> np.ndarray:
+        if len(faces) == 0:
+            return np.zeros((0, self.size, self.size, 3), np.uint8)
         points = self.predictor.predict(image_bgr, rect_from_landmarks(faces.landmarks))
-        return dlib_chip_transforms(points, self.size, self.padding)
+        return warp_chips(image_bgr, dlib_chip_transforms(points, self.size, self.padding), self.size)
 
 
 class ArcFaceAligner:
-    """The ArcFace five-point template, scaled to the embedder's input size."""
+    """The ArcFace five-point template, scaled to the embedder's input size; chips cut as
+    insightface's norm_crop cuts them (cv2.warpAffine, rounded, black outside, no pyramid)."""
 
     def __init__(self, size: int = 112) -> None:
         self.size = size
 
-    def transforms(self, image_bgr: np.ndarray, faces: Detections) -> np.ndarray:
-        return arcface_transforms(faces.landmarks, self.size)
+    def chips(self, image_bgr: np.ndarray, faces: Detections) -> np.ndarray:
+        chips = np.zeros((len(faces), self.size, self.size, 3), np.uint8)
+        if len(faces):
+            for chip, tform in zip(chips, arcface_transforms(faces.landmarks, self.size), strict=True):
+                chip[...] = cv2.warpAffine(image_bgr, tform, (self.size, self.size), borderValue=0)
+        return chips
 
 
 def _l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -119,7 +127,7 @@ class FaceAnalyzer:
             faces = self.detector.detect(image).largest_first()
             if max_faces is not None:
                 faces = faces[:max_faces]
-            chips = self._chips(image, faces)
+            chips = self.aligner.chips(image, faces)
             per_image.append((faces, chips))
         all_chips = [chips for _, chips in per_image if len(chips)]
         embeddings = self.embedder(np.concatenate(all_chips)) if all_chips else None
@@ -133,12 +141,6 @@ class FaceAnalyzer:
                             for i in range(count))
             results.append(Faces(faces, chips, emb, quality))
         return results
-
-    def _chips(self, image: np.ndarray, faces: Detections) -> np.ndarray:
-        size = self.aligner.size
-        if len(faces) == 0:
-            return np.zeros((0, size, size, 3), np.uint8)
-        return warp_chips(image, self.aligner.transforms(image, faces), size)
 
 
 def build_analyzer(pack: str = "open", *, min_face_size: int = 40, detector: str | None = None,
