@@ -86,7 +86,8 @@ class LiveGates:
                 raise CameraError(f"camera file {camera_file(self.folder, camera.id)}: {exc}", exc.reason) from None
         self.runtime = GateRuntime([c for c in self._cameras.values() if c.role in GATE_ROLES], analyzer,
                                    gallery.identify, on_decision=self._on_decision,
-                                   on_camera_event=self._on_camera_event, liveness=liveness)
+                                   on_camera_event=self._on_camera_event, liveness=liveness,
+                                   workers=settings.gate_workers)
         self._facades = {c.id: self._facade(c) for c in self._cameras.values() if c.role == "facade"}
         self._started = False
         metrics.watch_cameras(lambda: list(self.stats().values()))

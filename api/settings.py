@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     max_pixels: int = Field(25_000_000, ge=4096, le=MAX_PIXELS)
     face_workers: int = Field(1, ge=1, le=64,
                               description="photos analysed at once; each already uses every core")
+    gate_workers: int | None = Field(None, ge=1, le=64,
+                                     description="threads deciding the gate cameras' frames; default one per core")
     rate_limit_per_minute: int = Field(600, ge=1, description="sustained requests per API key")
     rate_limit_burst: int = Field(100, ge=1, description="requests a key may send at once")
     retain_crops: bool = Field(False, description="store the face crop of every access event")

@@ -30,12 +30,14 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Recorder:
     def __init__(self) -> None:
         self.decisions: list[tuple[GateDecision, float]] = []
+        self.threads: dict[str, set[str]] = {}  # camera -> the threads its decisions came from
         self.events: list[CameraEvent] = []
         self._cond = threading.Condition()
 
     def decision(self, decision: GateDecision, latency_ms: float) -> None:
         with self._cond:
             self.decisions.append((decision, latency_ms))
+            self.threads.setdefault(decision.camera_id, set()).add(threading.current_thread().name)
             self._cond.notify_all()
 
     def event(self, event: CameraEvent) -> None:
@@ -89,6 +91,25 @@ def test_walker_unlocks_once_strangers_denied_dead_camera_offline(analyzer: Face
     print(f"\nframe arrival -> unlock {unlock_latency:.0f} ms; per camera p50 {gate_stats.latency_p50_ms} ms, "
           f"p99 {gate_stats.latency_p99_ms} ms over {gate_stats.decisions} decisions")
     assert stats["dead-cam"].online is False and stats["dead-cam"].frames_decoded == 0
+
+
+def test_two_workers_decide_two_cameras_each_as_alone(analyzer: FaceAnalyzer, clip: Path, tmp_path: Path) -> None:
+    """Cameras are spread over the workers, and a camera's decisions do not depend on which
+    worker runs it or what the other worker is doing at the same time."""
+    faces = analyzer.analyze(walker_photo(analyzer))
+    with open_gallery(tmp_path, analyzer) as gallery:
+        gallery.add_resident_with_faces("walker", faces.embeddings)
+        seen = Recorder()
+        cameras = [CameraConfig(id=f"cam-{k}", role="gate", source=str(clip), gate_id=k, playback="every_frame")
+                   for k in (1, 2)]
+        with GateRuntime(cameras, analyzer, gallery.identify, on_decision=seen.decision, workers=2) as runtime:
+            for camera in cameras:
+                _wait_until_ended(runtime, camera.id)
+    outcomes = {c.id: Counter((d.decision, d.reason) for d, _ in seen.decisions if d.camera_id == c.id)
+                for c in cameras}
+    assert outcomes["cam-1"] == outcomes["cam-2"] and outcomes["cam-1"][("unlock", "matched")] == 1
+    assert all(len(names) == 1 for names in seen.threads.values())
+    assert seen.threads["cam-1"] != seen.threads["cam-2"], "each worker runs one camera"
 
 
 def test_stale_frames_are_skipped_not_decided(analyzer: FaceAnalyzer, clip: Path, tmp_path: Path) -> None:

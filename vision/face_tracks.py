@@ -43,7 +43,11 @@ class GatePolicy:
     fraction of the best is re-embedded once refresh_s has passed since the last embedding.
     lost_after_s: a track unseen this long has left (and ByteTrack forgets it about as soon).
     deny_after_s: an undecided track is denied this long after its first vote, not at its first
-    unknown votes: someone walking up is unrecognisable far away and must still get their unlock."""
+    unknown votes: someone walking up is unrecognisable far away and must still get their unlock.
+    max_embeds_per_frame: a camera embeds (and checks liveness on) at most this many faces per
+    frame, tracks with the fewest votes first; the rest wait a frame. A group walking in together
+    would otherwise cost one frame several times the camera's frame period and its next frames
+    would be lost (benchmarks/bench_gates)."""
 
     votes_needed: int = 3
     window: int = 5
@@ -53,10 +57,13 @@ class GatePolicy:
     refresh_s: float = 0.3
     lost_after_s: float = 1.0
     deny_after_s: float = 2.0
+    max_embeds_per_frame: int = 2
 
     def __post_init__(self) -> None:
         if not 1 <= self.votes_needed <= self.window:
             raise ValueError(f"need 1 <= votes_needed ({self.votes_needed}) <= window ({self.window})")
+        if self.max_embeds_per_frame < 1:
+            raise ValueError(f"max_embeds_per_frame must be at least 1, got {self.max_embeds_per_frame}")
 
 
 @dataclass(frozen=True)
@@ -142,8 +149,8 @@ class GateTracker:
         if not open_rows:
             return EmbedRequest(frame, (), self._no_chips()), ended
         # Only tracks still deciding cost more than detection and tracking, and of those only faces
-        # that could be worth embedding (judged from box and landmarks) are aligned: cutting a chip
-        # is the dearest step after detection, and most frames of a track bring nothing new.
+        # that could be worth embedding (judged from box and landmarks) are aligned, embedded and
+        # checked for liveness, the dearest steps; most frames of a track bring nothing new.
         deciding = tracked[np.array(open_rows)]
         track_ids = deciding.data["track_id"].tolist()
         limits = self.analyzer.quality_limits
@@ -155,6 +162,9 @@ class GateTracker:
             ceiling = score_ceiling(deciding.boxes[row], deciding.landmarks[row], limits)
             if self._worth_embedding(self.tracks[track_id], ceiling + 1e-4, frame):  # assess rounds to 4 places
                 candidates.append(row)
+        sides = deciding.shorter_side
+        candidates.sort(key=lambda row: (len(self.tracks[track_ids[row]].votes), -sides[row]))
+        candidates = candidates[:self.policy.max_embeds_per_frame]
         chosen: list[int] = []
         chips = self._no_chips()
         if candidates:

@@ -1,10 +1,14 @@
-"""The live gate pipeline: every gate/door camera read on its own thread, all of them decided on one.
+"""The live gate pipeline: every gate/door camera read on its own thread, decided by a few workers.
 
-Readers (vision/streams.py) keep only each camera's newest frame. One processing thread wakes when
-any camera has a new frame, takes the newest frame of every camera that has one, and runs them as
-one micro-batch through the face tracks (`face_tracks.step_many`: detection per frame, the chips of
-all cameras embedded in one call). It never waits for a slow or dead camera: a batch is whatever
-is ready. A frame that has waited longer than `max_frame_age_s` (the loop stalled, a camera
+Readers (vision/streams.py) keep only each camera's newest frame. Each camera belongs to one of
+`workers` processing threads (one per core by default; a new camera goes to the worker with the
+fewest). A worker wakes when any of its cameras has a new frame, takes the newest frame of every
+one that has one, and runs them as one micro-batch through the face tracks
+(`face_tracks.step_many`: detection per frame, the chips of those cameras embedded in one call).
+Half of a frame's work is ONNX Runtime, OpenCV and dlib, which let other threads run, so a second
+worker keeps the second core busy while the first is in Python (benchmarks/bench_gates: 1.4x the
+frames of one worker on 2 cores). A worker never waits for a slow or dead camera: a batch is
+whatever is ready. A frame that has waited longer than `max_frame_age_s` (the loop stalled, a camera
 delivered late) is skipped rather than decided on: a door must not open for who stood there a
 second ago. Latency is measured from a frame's arrival (decode) to the decision made on it.
 
@@ -15,6 +19,7 @@ caller's, through `on_decision` and `on_camera_event`.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -69,10 +74,11 @@ class CameraStats:
 class _Camera:
     """A camera's reader and face tracks; the tracker is touched only by the processing thread."""
 
-    def __init__(self, config: CameraConfig, stream: CameraStream, tracker: GateTracker) -> None:
+    def __init__(self, config: CameraConfig, stream: CameraStream, tracker: GateTracker, worker: int) -> None:
         self.config = config
         self.stream = stream
         self.tracker = tracker
+        self.worker = worker
         self.last_frame: Frame | None = None
         self.finished = False
         self.frames_stale = 0
@@ -94,15 +100,21 @@ class GateRuntime:
     """`GateRuntime(cameras, analyzer, identify, on_decision=...)`, then `start()` / `stop()`.
 
     `on_decision(decision, latency_ms)` and `on_camera_event(event)` run on the runtime's threads
-    (processing, and each camera's reader): keep them short, and they must not raise (what they
-    raise is logged). Cameras can be added, replaced and removed while running.
+    (the workers, and each camera's reader), possibly at the same time: keep them short and
+    thread-safe, and they must not raise (what they raise is logged). Cameras can be added,
+    replaced and removed while running.
     """
 
     def __init__(self, cameras: Iterable[CameraConfig], analyzer: FaceAnalyzer, identify: Identify, *,
                  on_decision: OnDecision, on_camera_event: OnCameraEvent | None = None,
                  policy: GatePolicy = DEFAULT_POLICY, liveness: LivenessChecker | None = None,
-                 max_frame_age_s: float = 1.0, fps: float = 10.0, backoff: Backoff = DEFAULT_BACKOFF) -> None:
-        """fps: the rate one camera's frames are expected to be decided at (the trackers' clock)."""
+                 max_frame_age_s: float = 1.0, fps: float = 10.0, backoff: Backoff = DEFAULT_BACKOFF,
+                 workers: int | None = None) -> None:
+        """fps: the rate one camera's frames are expected to be decided at (the trackers' clock);
+        workers: processing threads (default: one per core)."""
+        count = (os.cpu_count() or 1) if workers is None else workers
+        if count < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
         self.analyzer = analyzer
         self.identify = identify
         self.on_decision = on_decision
@@ -114,9 +126,10 @@ class GateRuntime:
         self.backoff = backoff
         self._cameras: dict[str, _Camera] = {}
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wakes = [threading.Event() for _ in range(count)]
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="gate-runtime", daemon=True)
+        self._threads = [threading.Thread(target=self._run, args=(w,), name=f"gate-worker-{w}", daemon=True)
+                         for w in range(count)]
         self._started = False
         for config in cameras:
             self._cameras[config.id] = self._camera(config)
@@ -128,18 +141,21 @@ class GateRuntime:
             self._started = True
             for camera in self._cameras.values():
                 camera.stream.start()
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake.set()
+        for wake in self._wakes:
+            wake.set()
         with self._lock:
             cameras, self._cameras = list(self._cameras.values()), {}
         for camera in cameras:
             camera.stream.stop(wait=False)
-        if self._thread.is_alive():
-            self._thread.join()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join()
         for camera in cameras:
             camera.stream.stop()
 
@@ -154,9 +170,9 @@ class GateRuntime:
     def put(self, config: CameraConfig) -> None:
         """Adds a camera, or restarts it with its new settings (its tracks start afresh).
         Raises SourceError for a source that can never work, changing nothing."""
-        camera = self._camera(config)
         with self._lock:
             old = self._cameras.get(config.id)
+            camera = self._camera(config)
             self._cameras[config.id] = camera
             if self._started:
                 camera.stream.start()
@@ -175,15 +191,21 @@ class GateRuntime:
         return [camera.stats() for camera in cameras]
 
     def _camera(self, config: CameraConfig) -> _Camera:
+        """A camera for the worker with the fewest cameras (the caller holds the lock, or is __init__)."""
         if config.role not in GATE_ROLES:
             raise ValueError(f"camera {config.id!r} has role {config.role!r}; the gate runtime runs gate and "
                              "door cameras")
+        load = [0] * len(self._wakes)
+        for other in self._cameras.values():
+            if other.config.id != config.id:
+                load[other.worker] += 1
+        worker = load.index(min(load))
         stream = CameraStream(config.id, config.source, on_event=self._camera_event, backoff=self.backoff,
                               realtime=config.playback == "realtime",
-                              every_frame=config.playback == "every_frame", on_frame=self._wake.set)
+                              every_frame=config.playback == "every_frame", on_frame=self._wakes[worker].set)
         tracker = GateTracker(config.id, self.analyzer, self.identify, policy=self.policy, fps=self.fps,
                               liveness=self.liveness)
-        return _Camera(config, stream, tracker)
+        return _Camera(config, stream, tracker, worker)
 
     def _camera_event(self, event: CameraEvent) -> None:
         if self.on_camera_event is not None:
@@ -191,12 +213,13 @@ class GateRuntime:
 
     # --- the processing loop --------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, worker: int) -> None:
+        wake = self._wakes[worker]
         while not self._stop.is_set():
-            self._wake.wait(0.25)  # the timeout only notices file cameras that ended
-            self._wake.clear()
+            wake.wait(0.25)  # the timeout only notices file cameras that ended
+            wake.clear()
             with self._lock:
-                cameras = list(self._cameras.values())
+                cameras = [c for c in self._cameras.values() if c.worker == worker]
             batch: list[tuple[_Camera, Frame]] = []
             for camera in cameras:
                 frame = camera.stream.read(timeout_s=0)
