@@ -115,10 +115,10 @@ def regrow(
             blobs = history.get(frame)
             if blobs is None:
                 break
-            hit = _nearest(blobs, predict(frame), radius + p.radius_per_frame * abs(frame - last))
+            hit = _pieces(blobs, predict(frame), radius + p.radius_per_frame * abs(frame - last))
             if hit is None:
                 continue
-            arc.points[frame] = (blobs.xy[hit], blobs.size[hit])
+            arc.points[frame] = hit
             last, taken = frame, taken + 1
             if taken % p.refit_every == 0:
                 predict = arc.fit(calib, fps, f0)
@@ -130,18 +130,25 @@ def regrow(
         blobs = history.get(frame)
         if blobs is None:
             continue
-        hit = _nearest(blobs, predict(frame), radius)
+        hit = _pieces(blobs, predict(frame), radius)
         if hit is not None:
-            out[frame] = (blobs.xy[hit], blobs.size[hit])
+            out[frame] = hit
     span = max(out) - min(out) + 1 if out else 0
     if len(out) < p.min_arc_s * fps or len(out) < p.min_arc_density * span:
         return None
     return out
 
 
-def _nearest(blobs: Blobs, xy: np.ndarray, radius: float) -> int | None:
+def _pieces(blobs: Blobs, xy: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """The object on the arc at ``xy``: every blob within ``radius`` taken as one of its pieces
+    (the area-weighted centroid and the union box of them), None if there is none. The nearest
+    piece alone would jump between the object's ends as they show in turn."""
     if not len(blobs):
         return None
-    d = np.hypot(blobs.xy[:, 0] - xy[0], blobs.xy[:, 1] - xy[1])
-    k = int(np.argmin(d))
-    return k if d[k] <= radius else None
+    near = np.hypot(blobs.xy[:, 0] - xy[0], blobs.xy[:, 1] - xy[1]) <= radius
+    if not near.any():
+        return None
+    centre = np.average(blobs.xy[near], axis=0, weights=blobs.area[near])
+    half = blobs.size[near] / 2
+    size = (blobs.xy[near] + half).max(axis=0) - (blobs.xy[near] - half).min(axis=0)
+    return centre, size
