@@ -33,7 +33,14 @@ from vision.throws import ThrowDetector, ThrowEvent
 from vision.throws.arc import ArcParams, BlobHistory, regrow
 from vision.throws.detector import _concat
 from vision.throws.origin import Origin
-from vision.throws.physics import seen_drop_fraction, size_spread_log_area, trim_still_head
+from vision.throws.physics import (
+    PhysicsParams,
+    fit_track,
+    judge,
+    seen_drop_fraction,
+    size_spread_log_area,
+    trim_still_head,
+)
 from vision.throws.tracker import NOMINAL_FLOOR_H, BallisticTracker, G, Track
 
 SEEDS = list(VALIDATION_SEEDS)
@@ -278,9 +285,30 @@ def test_a_fall_seen_in_pieces_regrows_along_its_parabola() -> None:
     assert arc is not None
     assert min(arc) <= 2 and max(arc) >= max(truth) - 2
     assert all(np.hypot(*(xy - truth[f])) <= 8 for f, (xy, _) in arc.items())
+    # Where the object shows as two pieces, the arc holds the object (both pieces), not one end.
+    split = [f for f in arc if f % 6 in (3, 4)]
+    assert split and all(np.hypot(*(arc[f][0] - truth[f])) <= 1.0 for f in split)
     # Small objects are seen whole or not at all: their pieces seed nothing.
     calib, history, truth = _fall_in_pieces(5.0)
     small = BallisticTracker(calib, 25.0).track_of(
         1, frames, np.array([truth[f] for f in frames]), np.full((len(frames), 2), 5.0)
     )
     assert regrow(small, history, calib, 25.0, ArcParams()) is None
+
+
+@pytest.mark.parametrize(("fraction_of_g", "crowd", "passes"),
+                         [(1.0, 0.0, True), (0.7, 0.0, True), (1.0, 2.0, True), (0.7, 2.0, False)])
+def test_in_a_crowd_a_fall_must_be_close_to_free_fall(fraction_of_g: float, crowd: float, passes: bool) -> None:
+    """A chain of people walking into a dense crowd drifts down slower than anything falling: there,
+    a fall slowed to 0.7 g (a light object's drag) is not reported; away from a crowd it is."""
+    H = homography_from_corners([[100, 520], [860, 520], [800, 20], [160, 20]], floors=10, columns=6)
+    calib = FacadeCalibration(H, 10, 6)
+    frames = list(range(30))
+    t = np.array(frames) / 25.0
+    v = 9.0 - 0.5 * fraction_of_g * G / NOMINAL_FLOOR_H * t * t
+    xy = calib.to_image(np.stack([np.full_like(t, 3.0), v], 1))
+    track = BallisticTracker(calib, 25.0).track_of(1, frames, xy, np.full((len(frames), 2), 8.0))
+    verdict = judge(track, fit_track(track, 25.0), calib, PhysicsParams(), crowd)
+    assert verdict.is_throw is passes, verdict.reason
+    if not passes:
+        assert "in a crowd" in verdict.reason
