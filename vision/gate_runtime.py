@@ -6,8 +6,9 @@ fewest). A worker wakes when any of its cameras has a new frame, takes the newes
 one that has one, and runs them as one micro-batch through the face tracks
 (`face_tracks.step_many`: detection per frame, the chips of those cameras embedded in one call).
 Half of a frame's work is ONNX Runtime, OpenCV and dlib, which let other threads run, so a second
-worker keeps the second core busy while the first is in Python (benchmarks/bench_gates: 1.4x the
-frames of one worker on 2 cores). A worker never waits for a slow or dead camera: a batch is
+worker keeps the second core busy while the first is in Python, and a camera whose frame is slow
+(a group walking in) holds up only its own worker's cameras (benchmarks/bench_gates compares
+worker counts). A worker never waits for a slow or dead camera: a batch is
 whatever is ready. A frame that has waited longer than `max_frame_age_s` (the loop stalled, a camera
 delivered late) is skipped rather than decided on: a door must not open for who stood there a
 second ago. Latency is measured from a frame's arrival (decode) to the decision made on it.
@@ -72,7 +73,7 @@ class CameraStats:
 
 
 class _Camera:
-    """A camera's reader and face tracks; the tracker is touched only by the processing thread."""
+    """A camera's reader and face tracks; the tracker is touched only by the camera's worker."""
 
     def __init__(self, config: CameraConfig, stream: CameraStream, tracker: GateTracker, worker: int) -> None:
         self.config = config
