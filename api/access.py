@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
-import cv2
 from fastapi import APIRouter, Depends, File, Path, UploadFile
 from starlette.concurrency import run_in_threadpool
 
@@ -27,7 +26,7 @@ from api.uploads import read_image
 from gates.access import ERROR, NO_FACE, Verdict, decide
 from gates.gallery import Match
 from gates.service_store import ApiKey
-from vision.images import ImageError, decode_image
+from vision.images import ImageError, decode_image, face_crop_jpeg
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix=API_PREFIX, tags=["access"], responses=responses(*AUTHENTICATED))
@@ -66,10 +65,7 @@ def _look(services: Services, data: bytes, gate_id: int, now: datetime) -> Look:
         rule = None if match is None else services.store.rule_for(match.resident_id)
     verdict = decide(face_found=True, matched=match is not None, rule=rule, gate_id=gate_id, now=now,
                      spoof=liveness is not None and not bool(liveness.is_real[0]))
-    crop = None
-    if settings.retain_crops:
-        ok, encoded = cv2.imencode(".jpg", faces.chips[0], [cv2.IMWRITE_JPEG_QUALITY, 90])
-        crop = encoded.tobytes() if ok else None
+    crop = face_crop_jpeg(faces.chips[0]) if settings.retain_crops else None
     return Look(verdict, match, crop, None if liveness is None else round(float(liveness.real[0]), 4))
 
 

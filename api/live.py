@@ -35,6 +35,7 @@ from vision.facade_runtime import FacadeWatch
 from vision.face_tracks import GateDecision
 from vision.faces import FaceAnalyzer
 from vision.gate_runtime import GATE_ROLES, CameraStats, GateRuntime
+from vision.images import face_crop_jpeg
 from vision.liveness import LivenessChecker
 from vision.streams import CameraEvent, check_source
 from vision.throws import ThrowEvent
@@ -231,10 +232,12 @@ class LiveGates:
             log.exception("rules for camera %s's decision failed; denying", camera.id)
             verdict = ERROR
         try:
+            crop = (face_crop_jpeg(decision.chip) if self.settings.retain_crops and decision.chip is not None
+                    else None)
             event_id, verdict = self.store.record_access(
                 at=now, gate_id=gate_id, verdict=verdict, resident_id=match and match.resident_id,
                 resident_name=match and match.name, similarity=decision.similarity, latency_ms=latency_ms,
-                camera_id=camera.id, liveness=decision.liveness)
+                crop_jpeg=crop, camera_id=camera.id, liveness=decision.liveness)
         except Exception:
             log.exception("recording camera %s's decision at gate %d failed; not unlocking", camera.id, gate_id)
             self.metrics.decisions.labels(str(gate_id), "deny", "error").inc()

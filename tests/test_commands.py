@@ -2,8 +2,9 @@
 real video file, the walker enrolled from a still (by the gallery, as `gatewatch enroll` does: the
 API's enrolment refuses a video still as too blurry) and allowed at the gate through the API; the
 gate controller's command
-stream receives the walker's unlock (after it is on record, with the camera id), and a webhook
-receiver gets the same unlock, HMAC-signed. Also the stream's auth and keepalive pings."""
+stream receives the walker's unlock (after it is on record, with the camera id and, with
+retain_crops, the walker's face), and a webhook receiver gets the same unlock, HMAC-signed. Also
+the stream's auth and keepalive pings."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import cv2
 import httpx
+import numpy as np
 import pytest
 import uvicorn
 from walker_clip import VIDEO, walker_photo, write_clip
@@ -25,7 +28,8 @@ from walker_clip import VIDEO, walker_photo, write_clip
 from api.app import create_app
 from api.settings import Settings
 from api.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER
-from vision.faces import build_analyzer
+from models import registry
+from vision.faces import FaceAnalyzer
 from vision.gate_analysis import open_gallery
 
 pytestmark = pytest.mark.skipif(not VIDEO.is_file(), reason=f"shared video not available at {VIDEO}")
@@ -75,13 +79,13 @@ class Receiver:
 
 
 @pytest.fixture()
-def service(tmp_path: Path) -> Iterator[tuple[str, Receiver]]:
+def service(tmp_path: Path, analyzer: FaceAnalyzer) -> Iterator[tuple[str, Receiver]]:
     receiver = Receiver()
-    analyzer = build_analyzer("open")
     with open_gallery(tmp_path / "data", analyzer) as gallery:
         gallery.add_resident_with_faces("walker", analyzer.analyze(walker_photo(analyzer)).embeddings)
     settings = Settings(data_dir=tmp_path / "data", admin_key=ADMIN, timezone="UTC", liveness="required",
-                        commands_keepalive_s=0.3, unlock_webhook_url=receiver.url, unlock_webhook_secret=SECRET)
+                        commands_keepalive_s=0.3, unlock_webhook_url=receiver.url, unlock_webhook_secret=SECRET,
+                        retain_crops=True)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings, analyzer=analyzer), host="127.0.0.1",
                                            port=port, log_level="warning", timeout_graceful_shutdown=2))
@@ -137,7 +141,7 @@ class Stream:
 
 
 def test_unlock_from_video_reaches_the_controller_stream_and_webhook(service: tuple[str, Receiver],
-                                                                      tmp_path: Path) -> None:
+                                                                      analyzer: FaceAnalyzer, tmp_path: Path) -> None:
     url, receiver = service
     clip = write_clip(tmp_path / "gate.mp4")
     with httpx.Client(base_url=url, headers=A, timeout=60) as api:
@@ -171,6 +175,14 @@ def test_unlock_from_video_reaches_the_controller_stream_and_webhook(service: tu
         recorded = api.get("/api/v1/events", params={"camera_id": "gate-cam", "decision": "unlock"}).json()["events"]
         assert [e["id"] for e in recorded] == [unlock["event_id"]]
         assert recorded[0]["resident_name"] == "walker" and recorded[0]["latency_ms"] > 0
+        crop = api.get(recorded[0]["crop_url"])
+        assert crop.status_code == 200 and crop.headers["content-type"] == "image/jpeg"
+        face = cv2.imdecode(np.frombuffer(crop.content, np.uint8), cv2.IMREAD_COLOR)
+        assert face.shape == (150, 150, 3)
+        walker_face = analyzer.analyze(walker_photo(analyzer)).embeddings[0]
+        threshold = registry.get_entry(analyzer.model_id).accept_threshold
+        similarity = float(analyzer.embedder(face[None])[0] @ walker_face)
+        assert similarity >= threshold, f"the kept crop is the walker's face ({similarity:.3f} < {threshold})"
 
         assert receiver.got.wait(10), "the webhook got no unlock"
         assert receiver.unlocks == [unlock] and receiver.bad_signatures == 0

@@ -69,7 +69,8 @@ class GatePolicy:
 @dataclass(frozen=True)
 class GateDecision:
     """What a gate camera decided for one track. `similarity` is the mean of the agreeing votes;
-    `liveness` the median probability of "real" over the frames checked (None: no checker)."""
+    `liveness` the median probability of "real" over the frames checked (None: no checker);
+    `chip` the aligned face of the track's best embedded frame (None if none was embedded)."""
 
     camera_id: str
     track_id: int
@@ -80,6 +81,7 @@ class GateDecision:
     match: Match | None
     similarity: float | None
     liveness: float | None = None
+    chip: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         """The access event as `gatewatch analyze --json` prints it, one line per decision."""
@@ -95,6 +97,7 @@ class _Track:
     last_seen: float
     votes: deque[Match | None]
     best_quality: float = 0.0
+    best_chip: np.ndarray | None = None
     last_embed: float = float("-inf")
     first_vote: float | None = None
     decided: bool = False
@@ -173,7 +176,8 @@ class GateTracker:
                 track = self.tracks[track_ids[row]]
                 quality = assess(deciding.boxes[row], deciding.landmarks[row], cut[i], limits)
                 if self._worth_embedding(track, quality.score, frame):
-                    track.best_quality = max(track.best_quality, quality.score)
+                    if quality.score >= track.best_quality:
+                        track.best_quality, track.best_chip = quality.score, cut[i]
                     track.last_embed = frame.timestamp
                     chosen.append(row)
             chips = cut[[candidates.index(row) for row in chosen]]
@@ -267,7 +271,7 @@ class GateTracker:
             return None
         track.decided = True
         return GateDecision(self.camera_id, track.track_id, frame.index, frame.timestamp, *verdict, best, similarity,
-                            liveness)
+                            liveness, track.best_chip)
 
     def _no_chips(self) -> np.ndarray:
         size = self.analyzer.aligner.size

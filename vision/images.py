@@ -59,3 +59,11 @@ def load_image(path: str | Path, **limits: int) -> np.ndarray:
         return decode_image(data, **limits)
     except ImageError as exc:
         raise ImageError(f"{path}: {exc}") from None
+
+
+def face_crop_jpeg(chip_bgr: np.ndarray) -> bytes:
+    """An aligned face chip as the JPEG kept with an access event (setting retain_crops)."""
+    ok, encoded = cv2.imencode(".jpg", chip_bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not ok:
+        raise ValueError(f"cannot encode a {chip_bgr.dtype} {chip_bgr.shape} chip as JPEG")
+    return encoded.tobytes()
