@@ -2,7 +2,7 @@
 
 Both embed the same aligned chips in the same run, so the speed-up column compares like with like
 on this machine. Run from the repository root: ``python benchmarks/bench_embedder.py``.
-dlib (dlib-bin) and face_recognition_models are needed here, never by gatewatch at run time.
+gatewatch itself uses dlib (dlib-bin) only for its 5-point landmarks; its embedder runs as ONNX.
 """
 
 from __future__ import annotations

