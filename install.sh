@@ -24,3 +24,7 @@ fi
 # default GATEWATCH_LIVENESS=required, denies at every gate: not a reason to fail the install.
 .venv/bin/gatewatch models fetch minifasnet_v2 minifasnet_v1se \
   || echo "install.sh: liveness weights not available; gates deny until they are (see README, Model packs)" >&2
+# Gate cameras run YuNet-s (MIT, opencv_zoo) where it is available offline, several times faster
+# than the open pack's MTCNN (benchmarks/bench_gates); without it they fall back to MTCNN.
+.venv/bin/gatewatch models fetch yunet_s \
+  || echo "install.sh: YuNet not available; gate cameras use MTCNN (slower, see README)" >&2
