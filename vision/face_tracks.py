@@ -157,15 +157,15 @@ class GateTracker:
         deciding = tracked[np.array(open_rows)]
         track_ids = deciding.data["track_id"].tolist()
         limits = self.analyzer.quality_limits
+        sides = deciding.shorter_side
         big_enough, candidates = [], []
-        for row, (track_id, face_px) in enumerate(zip(track_ids, deciding.shorter_side.tolist(), strict=True)):
+        for row, (track_id, face_px) in enumerate(zip(track_ids, sides.tolist(), strict=True)):
             if face_px < self.policy.min_face_px:
                 continue
             big_enough.append(row)
             ceiling = score_ceiling(deciding.boxes[row], deciding.landmarks[row], limits)
             if self._worth_embedding(self.tracks[track_id], ceiling + 1e-4, frame):  # assess rounds to 4 places
                 candidates.append(row)
-        sides = deciding.shorter_side
         candidates.sort(key=lambda row: (len(self.tracks[track_ids[row]].votes), -sides[row]))
         candidates = candidates[:self.policy.max_embeds_per_frame]
         chosen: list[int] = []

@@ -151,7 +151,7 @@ def build_analyzer(pack: str = "open", *, min_face_size: int = 40, detector: str
     min_face_size sizes the detector's work to the smallest face that matters (MTCNN's pyramid,
     YuNet's input), so a gate camera deciding on faces of 60 px or more should say so. `detector`
     swaps the pack's detector for another registry detector, e.g. "yunet_s" for the `open` pack's
-    gate cameras where the mirror has it (several times cheaper than MTCNN, benchmarks/bench_gates).
+    gate cameras where it is available offline (several times cheaper than MTCNN, benchmarks/bench_gates).
     """
     from models import registry
     from models.insightface_models import load_arcface_embedder, load_scrfd_detector
