@@ -1,6 +1,8 @@
 """How much a gate camera does per frame when a group stands in front of it: the tracker embeds at
 most `max_embeds_per_frame` faces a frame, the tracks with the fewest votes first, so every face
-still gets its turn (a still group photo of real people held as a camera's frames)."""
+still gets its turn; strangers stop being embedded once their votes say unknown, and only faces
+that name a resident are checked for liveness (a still group photo of real people held as a
+camera's frames)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
+from gates.gallery import Match
 from vision.face_tracks import GatePolicy, GateTracker
 from vision.faces import FaceAnalyzer
+from vision.liveness import LivenessChecker, LivenessResult
 from vision.streams import Frame
 
 
@@ -43,3 +47,52 @@ def test_a_group_is_embedded_a_few_faces_a_frame_fewest_votes_first(
     assert len(faces) >= 4 and len(votes) == len(faces)
     assert max(per_frame) == cap and sum(per_frame) >= 6 * cap
     assert votes[0] >= 1 and votes[-1] - votes[0] <= 1, f"every face takes its turn: votes {votes}"
+
+
+def _everyone_is_alice(embeddings: np.ndarray) -> list[Match]:
+    return [Match(1, "alice", 0.9, 0.5, 1) for _ in embeddings]
+
+
+class _CountingLiveness(LivenessChecker):
+    """The real MiniFASNet pair, counting the faces it is asked about."""
+
+    def __init__(self, pair: LivenessChecker) -> None:
+        super().__init__(pair.members)
+        self.faces = 0
+
+    def check(self, image_bgr: np.ndarray, boxes: np.ndarray) -> LivenessResult:
+        self.faces += len(boxes)
+        return super().check(image_bgr, boxes)
+
+
+def _hold(tracker: GateTracker, image: np.ndarray, seconds: float) -> None:
+    for index in range(round(seconds * 10)):
+        tracker.step(Frame("cam", index, index / 10, image))
+
+
+def test_strangers_standing_still_are_embedded_only_until_their_votes_say_unknown(
+        analyzer: FaceAnalyzer, group: np.ndarray) -> None:
+    faces = analyzer.detector.detect(group)
+    policy = GatePolicy(min_face_px=float(faces.shorter_side.min()))
+    tracker = GateTracker("cam", analyzer, _nobody, policy=policy, fps=10.0)
+    _hold(tracker, group, policy.deny_after_s - 0.2)  # the same faces, the same quality, still undecided
+    votes = [len(track.votes) for track in tracker.tracks.values()]
+    assert len(votes) == len(faces) >= 4
+    assert votes == [policy.votes_needed] * len(faces), votes
+    assert tracker.embeddings_computed == policy.votes_needed * len(faces)
+
+
+@pytest.mark.parametrize(("identify", "checked"), [(_nobody, False), (_everyone_is_alice, True)])
+def test_only_faces_that_name_a_resident_are_checked_for_liveness(
+        analyzer: FaceAnalyzer, group: np.ndarray, liveness_pair: LivenessChecker, identify, checked: bool) -> None:
+    faces = analyzer.detector.detect(group)
+    liveness = _CountingLiveness(liveness_pair)
+    tracker = GateTracker("cam", analyzer, identify, policy=GatePolicy(min_face_px=float(faces.shorter_side.min())),
+                          fps=10.0, liveness=liveness)
+    _hold(tracker, group, 1.5)
+    if checked:
+        # The pooled verdict needs three frames of every face; a printed group photo is what it sees.
+        assert liveness.faces >= 3 * len(faces)
+        assert all(len(track.real) >= 3 for track in tracker.tracks.values())
+    else:
+        assert liveness.faces == 0 and len(tracker.tracks) == len(faces)

@@ -8,11 +8,14 @@ gate opens when k of the track's last n votes name the same resident, which a si
 alike frame cannot do. A track decides once; a person who walks away and comes back is a new track
 and a new approach. Tracks come from ByteTrack (Roboflow's ``trackers``), fed with our boxes.
 
-With a liveness checker, the frames a track is embedded on are also checked for a presentation
-attack (a photo or a screen held up to the camera), and the pooled verdict over the track
+With a liveness checker, a track that has named a resident (one a door could open for) is also
+checked for a presentation attack (a photo or a screen held up to the camera) on every frame it
+is embedded on from then on, and the pooled verdict over the track
 (`vision.liveness.track_verdict`) must say "real" before a match unlocks. Fail secure: a track
 whose liveness is still unconfirmed when it would have to decide is denied as "spoof", and a
-track that liveness calls a spoof is denied as soon as it does, matched or not.
+track that liveness calls a spoof is denied as soon as it does. A track nobody matches is denied
+as unknown whatever liveness would say, so it is not checked: at a busy gate most faces are
+passers-by, and the pair costs twice an embedding (benchmarks/bench_gates).
 """
 
 from __future__ import annotations
@@ -113,6 +116,7 @@ class EmbedRequest:
     frame: Frame
     track_ids: tuple[int, ...]
     chips: np.ndarray
+    boxes: np.ndarray  # the faces' boxes in the frame, for the liveness check of those who match
 
 
 class GateTracker:
@@ -150,7 +154,7 @@ class GateTracker:
                 open_rows.append(row)
         ended = self._expire(frame)
         if not open_rows:
-            return EmbedRequest(frame, (), self._no_chips()), ended
+            return EmbedRequest(frame, (), self._no_chips(), _NO_BOXES), ended
         # Only tracks still deciding cost more than detection and tracking, and of those only faces
         # that could be worth embedding (judged from box and landmarks) are aligned, embedded and
         # checked for liveness, the dearest steps; most frames of a track bring nothing new.
@@ -181,32 +185,33 @@ class GateTracker:
                     track.last_embed = frame.timestamp
                     chosen.append(row)
             chips = cut[[candidates.index(row) for row in chosen]]
-        checked = [row for row in big_enough if row in chosen or self.tracks[track_ids[row]].awaiting_liveness]
-        if self.liveness is not None and checked:
-            real = self.liveness.check(frame.image, deciding.boxes[checked]).real
-            for row, probability in zip(checked, real.tolist(), strict=True):
-                self.tracks[track_ids[row]].real.append(probability)
-            # A spoof verdict, or the "real" an agreed match was waiting for, settles a track now.
-            settled = (self._decide(self.tracks[track_ids[row]], frame) for row in checked)
-            ended += [decision for decision in settled if decision is not None]
-        return EmbedRequest(frame, tuple(track_ids[r] for r in chosen), chips), ended
+        # An agreed match waiting for liveness is checked on every frame it is seen, embedded or not.
+        waiting = [row for row in big_enough if self.tracks[track_ids[row]].awaiting_liveness]
+        ended += self._check_liveness(frame, [track_ids[row] for row in waiting], deciding.boxes[waiting])
+        chosen_ids = tuple(track_ids[r] for r in chosen)
+        return EmbedRequest(frame, chosen_ids, chips, deciding.boxes[chosen].reshape(-1, 4)), ended
 
     def vote(self, request: EmbedRequest, embeddings: np.ndarray) -> list[GateDecision]:
         self.embeddings_computed += len(embeddings)
         decisions = []
         matches = self.identify(embeddings) if len(embeddings) else []
-        for track_id, match in zip(request.track_ids, matches, strict=True):
+        suspects, suspect_boxes = [], []
+        for track_id, match, box in zip(request.track_ids, matches, request.boxes, strict=True):
             track = self.tracks[track_id]
             if track.decided:  # liveness settled it in select()
                 continue
             track.votes.append(match)
             if track.first_vote is None:
                 track.first_vote = request.frame.timestamp
-            while len(track.votes) > self.policy.window:
-                track.votes.popleft()
+            if self.liveness is not None and not track.awaiting_liveness and _names_someone(track):
+                suspects.append(track_id)  # checked on this frame below; awaiting ones already were
+                suspect_boxes.append(box)
+                continue
             decision = self._decide(track, request.frame)
             if decision is not None:
                 decisions.append(decision)
+        if suspects:
+            decisions += self._check_liveness(request.frame, suspects, np.array(suspect_boxes))
         return decisions
 
     def finish(self, frame: Frame) -> list[GateDecision]:
@@ -227,10 +232,28 @@ class GateTracker:
         # Our own detector boxes and landmarks, not the Kalman-smoothed boxes: the chips need the landmarks.
         return faces[rows].with_data(track_id=out.tracker_id[confirmed].astype(np.int64))
 
+    def _check_liveness(self, frame: Frame, track_ids: Sequence[int], boxes: np.ndarray) -> list[GateDecision]:
+        """Liveness of these tracks' faces in this frame; a spoof verdict, or the "real" an agreed
+        match was waiting for, settles a track now."""
+        if self.liveness is None or not track_ids:
+            return []
+        real = self.liveness.check(frame.image, boxes).real
+        decisions = []
+        for track_id, probability in zip(track_ids, real.tolist(), strict=True):
+            track = self.tracks[track_id]
+            track.real.append(probability)
+            decision = self._decide(track, frame)
+            if decision is not None:
+                decisions.append(decision)
+        return decisions
+
     def _worth_embedding(self, track: _Track, quality: float, frame: Frame) -> bool:
         if track.last_embed == float("-inf") or quality >= track.best_quality * self.policy.better_by:
             return True
-        return (quality >= track.best_quality * self.policy.near_best
+        # Someone the window already calls unknown, vote after vote, is not re-embedded at the same
+        # quality: only a clearly better face (nearer, turned towards the camera) could change that.
+        settled_unknown = len(track.votes) >= self.policy.votes_needed and not _names_someone(track)
+        return (not settled_unknown and quality >= track.best_quality * self.policy.near_best
                 and frame.timestamp - track.last_embed >= self.policy.refresh_s)
 
     def _expire(self, frame: Frame) -> list[GateDecision]:
@@ -276,6 +299,13 @@ class GateTracker:
     def _no_chips(self) -> np.ndarray:
         size = self.analyzer.aligner.size
         return np.zeros((0, size, size, 3), np.uint8)
+
+
+def _names_someone(track: _Track) -> bool:
+    return any(match is not None for match in track.votes)
+
+
+_NO_BOXES = np.zeros((0, 4), np.float32)
 
 
 def step_many(trackers: Sequence[GateTracker], frames: Sequence[Frame]) -> list[GateDecision]:

@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from vision.cameras import CameraConfig
@@ -138,6 +139,10 @@ class GateRuntime:
     # --- life cycle -----------------------------------------------------------------------------
 
     def start(self) -> GateRuntime:
+        # The cameras are the parallelism: OpenCV splitting each resize and warp over every core
+        # only adds hand-offs between threads that are all busy anyway (measured 14.6 vs 17.6 ms of
+        # CPU a 720p frame). Process-wide, as OpenCV's setting is.
+        cv2.setNumThreads(1)
         with self._lock:
             self._started = True
             for camera in self._cameras.values():
