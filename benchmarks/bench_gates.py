@@ -41,7 +41,7 @@ import numpy as np
 from benchmarks.shared import SHARED, use_model_mirror
 from vision.cameras import CameraConfig
 from vision.face_tracks import GateDecision, GatePolicy, GateTracker
-from vision.faces import FaceAnalyzer, build_analyzer
+from vision.faces import FaceAnalyzer, build_analyzer, for_gate_cameras
 from vision.gate_analysis import open_gallery
 from vision.gate_runtime import GateRuntime
 from vision.liveness import LivenessChecker
@@ -215,9 +215,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{'dec50':>6} {'dec99':>6} {'fps':>7} {'cores':>5}  (ms: deciding frame's arrival -> decision)")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        enrol_walker(build_analyzer("open"), args.video, folder)  # as the service enrols: photo, default pack
+        photos = build_analyzer("open")
+        enrol_walker(photos, args.video, folder)  # as the service enrols: photo, default pack
         for detector in args.detectors:
-            analyzer = build_analyzer("open", detector=detector, min_face_size=args.min_face)
+            analyzer = for_gate_cameras(photos, min_face_size=args.min_face, detector=detector)
             with open_gallery(folder, analyzer) as gallery:
                 for height in args.heights:
                     stream = encode(args.video, height, folder)

@@ -32,7 +32,7 @@ from benchmarks.bench_gates import FPS, decode_all, encode
 from benchmarks.shared import SHARED, use_model_mirror
 from gates.gallery import Gallery
 from vision.face_tracks import GatePolicy, GateTracker, step_many
-from vision.faces import FaceAnalyzer, build_analyzer
+from vision.faces import FaceAnalyzer, build_analyzer, for_gate_cameras
 from vision.gate_analysis import open_gallery
 from vision.streams import Frame
 
@@ -134,10 +134,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.min_face} px; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
     print(f"{'res':>5} {'detector':<8} {'mode':<13} {'frames/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'emb/frame':>10} "
           f"{'cams@10fps':>11}")
+    photos = build_analyzer("open")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for detector in args.detectors:
-            analyzer = build_analyzer("open", detector=detector, min_face_size=args.min_face)
+            analyzer = for_gate_cameras(photos, min_face_size=args.min_face, detector=detector)
             with open_gallery(folder / detector, analyzer) as gallery:
                 for height in args.heights:
                     clip = decode_all(encode(args.video, height, folder))

@@ -15,8 +15,8 @@ from walker_clip import VIDEO, walker_photo
 
 from models import registry
 from vision.cameras import CameraConfig
-from vision.face_tracks import GateDecision
-from vision.faces import FaceAnalyzer
+from vision.face_tracks import GateDecision, GatePolicy
+from vision.faces import FaceAnalyzer, for_gate_cameras
 from vision.gate_analysis import analyze_gate_video, open_gallery
 from vision.liveness import LivenessChecker
 
@@ -41,7 +41,10 @@ def _enrol_walker(analyzer: FaceAnalyzer, data_dir: Path) -> None:
 
 def _run(analyzer: FaceAnalyzer, camera: CameraConfig, data_dir: Path,
          liveness: LivenessChecker | None = None) -> tuple[list[GateDecision], list[GateDecision]]:
-    events = list(analyze_gate_video(VIDEO, camera, data_dir, analyzer=analyzer, liveness=liveness, stride=2))
+    """The clip as the service's gate cameras see it (their detector, no flip averaging), against
+    templates enrolled from photos."""
+    gate = for_gate_cameras(analyzer, min_face_size=int(GatePolicy().min_face_px))
+    events = list(analyze_gate_video(VIDEO, camera, data_dir, analyzer=gate, liveness=liveness, stride=2))
     return events, [e for e in events if e.decision == "unlock"]
 
 

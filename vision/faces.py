@@ -191,11 +191,21 @@ def gate_detector(pack: str = "open") -> str:
     return registry.get_pack(pack).detector
 
 
-def for_gate_cameras(analyzer: FaceAnalyzer, pack: str = "open", *, min_face_size: int = 40) -> FaceAnalyzer:
-    """The analyzer with the gate cameras' detector (`gate_detector`, sized to the smallest face a
-    gate decides on); aligner and embedder are shared, so templates stay comparable."""
-    detector = _registry_detector(gate_detector(pack), min_face_size, None)
-    return FaceAnalyzer(detector, analyzer.aligner, analyzer.embedder, analyzer.quality_limits)
+def for_gate_cameras(analyzer: FaceAnalyzer, pack: str = "open", *, min_face_size: int = 40,
+                     detector: str | None = None) -> FaceAnalyzer:
+    """The analyzer as gate cameras run it: the gate detector (`gate_detector` unless `detector`
+    names another, sized to the smallest face a gate decides on), the same aligner and embedding
+    network (templates stay comparable), but no flip averaging.
+
+    A photo is one look and gains from its mirror image; a gate track already votes k of n over
+    several frames, and the mirror pass doubles a camera's dearest step. Measured with dlib's ResNet,
+    probes embedded once against flip-averaged templates: faces/ 0.975 genuine match rate as with
+    flip (no false accept either way), faces_east_asian/ 48 of 56 genuine matches instead of 51
+    and 17 of 69 impostor accepts instead of 20; bench_gates carries one 720p camera more."""
+    gate_detector_ = _registry_detector(detector or gate_detector(pack), min_face_size, None)
+    shared = analyzer.embedder
+    embedder = Embedder(shared.model, shared.preprocess, shared.model_id, flip_average=False)
+    return FaceAnalyzer(gate_detector_, analyzer.aligner, embedder, analyzer.quality_limits)
 
 
 def _registry_detector(model_id: str, min_face_size: int, allow_download: bool | None) -> FaceDetector:

@@ -15,7 +15,7 @@ from gates.gallery import Gallery
 from models import registry
 from vision.cameras import CameraConfig
 from vision.face_tracks import GateDecision, GatePolicy, GateTracker
-from vision.faces import FaceAnalyzer, build_analyzer, gate_detector
+from vision.faces import FaceAnalyzer, build_analyzer, for_gate_cameras
 from vision.liveness import LivenessChecker
 from vision.streams import Frame
 
@@ -33,11 +33,13 @@ def analyze_gate_video(video: str | Path, camera: CameraConfig, data_dir: str | 
                        max_frames: int | None = None) -> Iterator[GateDecision]:
     """Yield access decisions as they are made. stride > 1 analyses every stride-th frame (long
     recordings). `liveness`: the checker the live service would use (None: no liveness check). The
-    default analyzer is the live service's for gate cameras (`faces.gate_detector`)."""
+    default analyzer is the live service's for gate cameras (`faces.for_gate_cameras`)."""
     if camera.role not in ("gate", "door"):
         raise ValueError(f"camera {camera.id!r} has role {camera.role!r}, not a gate or door camera")
     policy = policy or GatePolicy()
-    analyzer = analyzer or build_analyzer("open", detector=gate_detector("open"), min_face_size=int(policy.min_face_px))
+    if analyzer is None:
+        min_face = int(policy.min_face_px)
+        analyzer = for_gate_cameras(build_analyzer("open", min_face_size=min_face), min_face_size=min_face)
     cap = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG)
     if not cap.isOpened():
         raise FileNotFoundError(f"cannot open video {video}")
