@@ -1,7 +1,7 @@
 """How many 10 fps gate cameras one machine carries with no decision lost, and their latency.
 
 Run: `python -m benchmarks.bench_gates [--heights 720 1080] [--detectors yunet_s mtcnn] [--min-face 60]
-[--workers 2 1] [--liveness on|off]`.
+[--workers 2 1] [--liveness on|off] [--traffic rush independent]`.
 
 Each simulated camera replays the real walking clip (shared/data/video/facenetpt_video.mp4, a
 steady stream of people walking towards the camera: the busiest gate), re-encoded once by ffmpeg
@@ -11,6 +11,11 @@ frame would leave almost no face above the gate's minimum). The cameras run thro
 own `vision.gate_runtime.GateRuntime`: a reader thread per camera decoding its file in real time
 and keeping only the newest frame, `--workers` processing threads, liveness as the service's
 default (on). Decoding is part of the load, as it is in the service.
+
+Traffic: `rush` (default) plays the same moment of the clip at every camera, so every gate's crowd
+arrives within the same frame period: the worst case, where the busy frames of all cameras
+coincide. `independent` starts each camera's clip at a different moment (camera i of n rotated by
+i/n of one play), as separate gates see separate people: the same average load, bursts spread.
 
 A camera count is carried when no frame was dropped (overwritten before a worker took it) or
 skipped as stale, every camera decided exactly what one camera alone decides on the same frames
@@ -65,6 +70,26 @@ def encode(video: Path, height: int, folder: Path) -> Path:
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", str(PLAYS - 1), "-i", str(video), *crop,
                         "-r", str(FPS), "-c:v", "libx264", "-preset", "medium", "-g", "20", "-pix_fmt", "yuv420p",
                         str(target)], check=True)
+    return target
+
+
+def rotated(stream: Path, frames: list[np.ndarray], shift: int) -> Path:
+    """The stream with its first `shift` frames moved to the end, encoded as `encode` does."""
+    if shift == 0:
+        return stream
+    target = stream.with_name(f"{stream.stem}_from{shift}.mp4")
+    if not target.exists():
+        height, width = frames[0].shape[:2]
+        encoder = subprocess.Popen(["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
+                                    "-s", f"{width}x{height}", "-r", str(FPS), "-i", "-", "-c:v", "libx264",
+                                    "-preset", "medium", "-g", "20", "-pix_fmt", "yuv420p", str(target)],
+                                   stdin=subprocess.PIPE)
+        assert encoder.stdin is not None
+        for image in frames[shift:] + frames[:shift]:
+            encoder.stdin.write(image.tobytes())
+        encoder.stdin.close()
+        if encoder.wait() != 0:
+            raise SystemExit(f"ffmpeg failed to write {target}")
     return target
 
 
@@ -136,28 +161,39 @@ class Decisions:
                 self.latency_ms.append(latency_ms)
 
 
+@dataclass(frozen=True)
+class Camera:
+    """What a simulated camera plays, and what one camera alone decides on it."""
+
+    stream: Path
+    reference: Outcome
+
+
 def live_run(analyzer: FaceAnalyzer, identify: Callable, liveness: LivenessChecker | None, policy: GatePolicy,
-             stream: Path, frames: int, cameras: int, *, workers: int, reference: Outcome) -> Run:
-    """`cameras` gate cameras replaying `stream` in real time through one GateRuntime, started
-    staggered within one frame period as unsynchronised cameras are; until every one has ended."""
+             playlist: Callable[[int], list[Camera]], frames: int, cameras: int, *, workers: int) -> Run:
+    """`cameras` gate cameras (`playlist(cameras)`) replaying their streams in real time through one
+    GateRuntime, started staggered within one frame period as unsynchronised cameras are; until
+    every one has ended."""
+    plays = playlist(cameras)
     seen = Decisions(frames - 1)
     runtime = GateRuntime([], analyzer, identify, on_decision=seen, policy=policy, liveness=liveness, fps=FPS,
                           workers=workers)
     names = [f"cam{i}" for i in range(cameras)]
     cpu, wall = time.process_time(), time.perf_counter()
     with runtime:
-        for gate_id, name in enumerate(names, 1):
-            runtime.put(CameraConfig(id=name, role="gate", source=str(stream), gate_id=gate_id))
+        for gate_id, (name, play) in enumerate(zip(names, plays, strict=True), 1):
+            runtime.put(CameraConfig(id=name, role="gate", source=str(play.stream), gate_id=gate_id))
             time.sleep(1 / (FPS * cameras))
         deadline = time.monotonic() + 10 * frames / FPS + 60
         stats = runtime.stats()
         while not all(s.ended for s in stats):
             if time.monotonic() > deadline:
-                raise SystemExit(f"{cameras} cameras did not finish playing {stream.name}")
+                raise SystemExit(f"{cameras} cameras did not finish playing {plays[0].stream.name}")
             time.sleep(0.1)
             stats = runtime.stats()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    lost = sum(outcome(seen.by_camera.get(name, [])) != reference for name in names)
+    lost = sum(outcome(seen.by_camera.get(name, [])) != play.reference
+               for name, play in zip(names, plays, strict=True))
     return Run(cameras, sum(s.frames_decoded for s in stats), sum(s.frames_dropped for s in stats),
                sum(s.frames_stale for s in stats), np.array(seen.latency_ms), lost, cpu, wall)
 
@@ -172,6 +208,30 @@ def reference_outcome(analyzer: FaceAnalyzer, identify: Callable, policy: GatePo
         decisions += tracker.step(frame)
     assert frame is not None
     return outcome(decisions + tracker.finish(frame))
+
+
+class Cameras:
+    """The simulated cameras of one stream: the clip from a given frame on (rotated), with its
+    reference decisions, made once per starting frame."""
+
+    def __init__(self, analyzer: FaceAnalyzer, identify: Callable, policy: GatePolicy,
+                 liveness: LivenessChecker | None, stream: Path, frames: list[np.ndarray]) -> None:
+        self.analyzer, self.identify, self.policy, self.liveness = analyzer, identify, policy, liveness
+        self.stream, self.frames = stream, frames
+        self._made: dict[int, Camera] = {}
+
+    def at(self, shift: int) -> Camera:
+        if shift not in self._made:
+            stream = rotated(self.stream, self.frames, shift)
+            clip = decode_all(stream) if shift else self.frames  # what the camera will decode
+            self._made[shift] = Camera(stream, reference_outcome(self.analyzer, self.identify, self.policy, clip,
+                                                                 self.liveness))
+        return self._made[shift]
+
+    def playlist(self, count: int, *, traffic: str) -> list[Camera]:
+        """rush: every camera at frame 0; independent: camera i of n from i/n of one play."""
+        play = len(self.frames) // PLAYS
+        return [self.at(0 if traffic == "rush" else i * play // count) for i in range(count)]
 
 
 def capacity(run: Callable[[int], Run], counts: Sequence[int]) -> tuple[int, list[Run]]:
@@ -189,7 +249,7 @@ def _p(values: np.ndarray, q: float) -> str:
 
 
 def _row(label: str, run: Run) -> str:
-    return (f"{label:<24} {run.cameras:>4} {run.frames:>6} {run.dropped:>7} {run.stale:>5} {run.lost:>5} "
+    return (f"{label:<32} {run.cameras:>4} {run.frames:>6} {run.dropped:>7} {run.stale:>5} {run.lost:>5} "
             f"{_p(run.decision_ms, 50):>6} {_p(run.decision_ms, 99):>6} {run.frames / run.wall_s:>7.1f} "
             f"{run.cpu_s / run.wall_s:>5.2f}  {'ok' if run.ok() else 'FAIL'}")
 
@@ -205,13 +265,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 1], help="the runtime's worker threads")
     parser.add_argument("--liveness", choices=["on", "off"], default="on",
                         help="the MiniFASNet pair on every decision, as the service's default (required)")
+    parser.add_argument("--traffic", nargs="+", choices=["rush", "independent"], default=["rush"],
+                        help="rush: every camera at the same moment of the clip; independent: each at its own")
     args = parser.parse_args(argv)
     use_model_mirror()
     policy = GatePolicy(min_face_px=float(args.min_face))
     liveness = LivenessChecker.from_registry() if args.liveness == "on" else None
     print(f"gate cameras at {FPS:.0f} fps replaying {args.video.name} {PLAYS}x; min face {args.min_face} px; "
           f"liveness {args.liveness}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
-    print(f"{'detector / workers':<24} {'cams':>4} {'frames':>6} {'dropped':>7} {'stale':>5} {'lost':>5} "
+    print(f"{'detector / traffic / workers':<32} {'cams':>4} {'frames':>6} {'dropped':>7} {'stale':>5} {'lost':>5} "
           f"{'dec50':>6} {'dec99':>6} {'fps':>7} {'cores':>5}  (ms: deciding frame's arrival -> decision)")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -223,16 +285,18 @@ def main(argv: list[str] | None = None) -> int:
                 for height in args.heights:
                     stream = encode(args.video, height, folder)
                     frames = decode_all(stream)
-                    reference = reference_outcome(analyzer, gallery.identify, policy, frames, liveness)
-                    print(f"{height}p {detector}: reference decisions {dict(reference)}", flush=True)
-                    for workers in args.workers:
-                        label = f"{height}p {detector} x{workers}"
-                        run = functools.partial(live_run, analyzer, gallery.identify, liveness, policy, stream,
-                                                len(frames), workers=workers, reference=reference)
-                        carried, runs = capacity(run, args.counts)
-                        for run in runs:
-                            print(_row(label, run), flush=True)
-                        print(f"=> {label}: {carried} cameras carried", flush=True)
+                    cameras = Cameras(analyzer, gallery.identify, policy, liveness, stream, frames)
+                    print(f"{height}p {detector}: reference decisions {dict(cameras.at(0).reference)}", flush=True)
+                    for traffic in args.traffic:
+                        for workers in args.workers:
+                            label = f"{height}p {detector} {traffic} x{workers}"
+                            playlist = functools.partial(cameras.playlist, traffic=traffic)
+                            run = functools.partial(live_run, analyzer, gallery.identify, liveness, policy,
+                                                    playlist, len(frames), workers=workers)
+                            carried, runs = capacity(run, args.counts)
+                            for run in runs:
+                                print(_row(label, run), flush=True)
+                            print(f"=> {label}: {carried} cameras carried", flush=True)
     print(f"load average {os.getloadavg()[0]:.1f} at end")
     return 0
 
