@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from gates.gallery import Match
-from vision.face_tracks import GatePolicy, GateTracker
+from vision.face_tracks import GateDecision, GatePolicy, GateTracker
 from vision.faces import FaceAnalyzer
 from vision.liveness import LivenessChecker, LivenessResult
 from vision.streams import Frame
@@ -65,9 +65,13 @@ class _CountingLiveness(LivenessChecker):
         return super().check(image_bgr, boxes)
 
 
-def _hold(tracker: GateTracker, image: np.ndarray, seconds: float) -> None:
-    for index in range(round(seconds * 10)):
-        tracker.step(Frame("cam", index, index / 10, image))
+def _hold(tracker: GateTracker, image: np.ndarray, seconds: float, start: float = 0.0) -> list[GateDecision]:
+    """The image as a 10 fps camera's frames for `seconds`, from `start`; the decisions made."""
+    decisions = []
+    first = round(start * 10)
+    for index in range(first, first + round(seconds * 10)):
+        decisions += tracker.step(Frame("cam", index, index / 10, image))
+    return decisions
 
 
 def test_strangers_standing_still_are_embedded_only_until_their_votes_say_unknown(
@@ -75,10 +79,16 @@ def test_strangers_standing_still_are_embedded_only_until_their_votes_say_unknow
     faces = analyzer.detector.detect(group)
     policy = GatePolicy(min_face_px=float(faces.shorter_side.min()))
     tracker = GateTracker("cam", analyzer, _nobody, policy=policy, fps=10.0)
-    _hold(tracker, group, policy.deny_after_s - 0.2)  # the same faces, the same quality, still undecided
+    decisions = _hold(tracker, group, policy.deny_after_s - 0.2)  # the same faces, the same quality
     votes = [len(track.votes) for track in tracker.tracks.values()]
     assert len(votes) == len(faces) >= 4
     assert votes == [policy.votes_needed] * len(faces), votes
+    assert tracker.embeddings_computed == policy.votes_needed * len(faces)
+    assert decisions == []
+    # Not embedded any more, still denied on time: deny_after_s after each one's first vote.
+    decisions = _hold(tracker, group, 0.6, start=policy.deny_after_s - 0.2)
+    assert sorted(d.track_id for d in decisions) == sorted(tracker.tracks)
+    assert all(d.decision == "deny" and d.reason == "unknown" for d in decisions)
     assert tracker.embeddings_computed == policy.votes_needed * len(faces)
 
 
@@ -96,3 +106,24 @@ def test_only_faces_that_name_a_resident_are_checked_for_liveness(
         assert all(len(track.real) >= 3 for track in tracker.tracks.values())
     else:
         assert liveness.faces == 0 and len(tracker.tracks) == len(faces)
+
+
+@pytest.mark.parametrize("clock", ["index", "running sum"])
+def test_a_still_face_is_re_embedded_every_refresh_period_whatever_the_clock_rounding(
+        analyzer: FaceAnalyzer, group: np.ndarray, clock: str) -> None:
+    """0.3 s at 10 fps is every third frame, though 1.2 - 0.9 < 0.3 in floating point and a
+    running sum of 0.1 drifts the other way."""
+    x1, y1, x2, y2 = analyzer.detector.detect(group).boxes[0].astype(int)
+    pad = x2 - x1
+    face = np.ascontiguousarray(group[max(0, y1 - pad):y2 + pad, max(0, x1 - pad):x2 + pad])
+    policy = GatePolicy(min_face_px=10.0, votes_needed=5, window=5, better_by=10.0, near_best=0.0, refresh_s=0.3,
+                        deny_after_s=10.0)
+    tracker = GateTracker("cam", analyzer, _nobody, policy=policy, fps=10.0)
+    embedded, now = [], 0.0
+    for index in range(15):
+        before = tracker.embeddings_computed
+        tracker.step(Frame("cam", index, index / 10 if clock == "index" else now, face))
+        now += 0.1
+        if tracker.embeddings_computed > before:
+            embedded.append(index)
+    assert embedded == [1, 4, 7, 10, 13]  # ByteTrack confirms a track on its second frame

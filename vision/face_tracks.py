@@ -143,16 +143,17 @@ class GateTracker:
     def select(self, frame: Frame) -> tuple[EmbedRequest, list[GateDecision]]:
         """Detect, track, and pick the faces worth embedding; also close tracks that have left."""
         faces = self.analyzer.detector.detect(frame.image)
-        tracked = self._track(faces, frame.timestamp)
+        now = _clock(frame)
+        tracked = self._track(faces, now)
         open_rows = []
         for row, track_id in enumerate(tracked.data["track_id"].tolist()):
             track = self.tracks.get(track_id)
             if track is None:
-                track = self.tracks[track_id] = _Track(track_id, frame.timestamp, deque(maxlen=self.policy.window))
-            track.last_seen = frame.timestamp
+                track = self.tracks[track_id] = _Track(track_id, now, deque(maxlen=self.policy.window))
+            track.last_seen = now
             if not track.decided:
                 open_rows.append(row)
-        ended = self._expire(frame)
+        ended = self._expire(frame) + self._overdue(frame)
         if not open_rows:
             return EmbedRequest(frame, (), self._no_chips(), _NO_BOXES), ended
         # Only tracks still deciding cost more than detection and tracking, and of those only faces
@@ -182,7 +183,7 @@ class GateTracker:
                 if self._worth_embedding(track, quality.score, frame):
                     if quality.score >= track.best_quality:
                         track.best_quality, track.best_chip = quality.score, cut[i]
-                    track.last_embed = frame.timestamp
+                    track.last_embed = now
                     chosen.append(row)
             chips = cut[[candidates.index(row) for row in chosen]]
         # An agreed match waiting for liveness is checked on every frame it is seen, embedded or not.
@@ -202,7 +203,7 @@ class GateTracker:
                 continue
             track.votes.append(match)
             if track.first_vote is None:
-                track.first_vote = request.frame.timestamp
+                track.first_vote = _clock(request.frame)
             if self.liveness is not None and not track.awaiting_liveness and _names_someone(track):
                 suspects.append(track_id)  # checked on this frame below; awaiting ones already were
                 suspect_boxes.append(box)
@@ -254,10 +255,10 @@ class GateTracker:
         # quality: only a clearly better face (nearer, turned towards the camera) could change that.
         settled_unknown = len(track.votes) >= self.policy.votes_needed and not _names_someone(track)
         return (not settled_unknown and quality >= track.best_quality * self.policy.near_best
-                and frame.timestamp - track.last_embed >= self.policy.refresh_s)
+                and _elapsed(track.last_embed, frame) >= self.policy.refresh_s)
 
     def _expire(self, frame: Frame) -> list[GateDecision]:
-        gone = [t for t in self.tracks.values() if frame.timestamp - t.last_seen > self.policy.lost_after_s]
+        gone = [t for t in self.tracks.values() if _elapsed(t.last_seen, frame) > self.policy.lost_after_s]
         decisions = []
         for track in gone:
             del self.tracks[track.track_id]
@@ -266,13 +267,22 @@ class GateTracker:
                 decisions.append(decision)
         return decisions
 
+    def _overdue(self, frame: Frame) -> list[GateDecision]:
+        """Tracks whose time to decide has come on a frame that brings them no new vote (a stranger
+        standing still is not re-embedded, yet is denied deny_after_s after the first vote)."""
+        due = [t for t in self.tracks.values() if not t.decided and t.first_vote is not None
+               and _elapsed(t.first_vote, frame) >= self.policy.deny_after_s]
+        decisions = [self._decide(track, frame) for track in due]
+        return [d for d in decisions if d is not None]
+
     def _decide(self, track: _Track, frame: Frame, ending: bool = False) -> GateDecision | None:
         if track.decided or not (track.votes or track.real):
             return None
         policy = self.policy
         live = "real" if self.liveness is None else track_verdict(track.real)
         liveness = None if self.liveness is None or not track.real else round(float(np.median(track.real)), 4)
-        out_of_time = ending or frame.timestamp - (track.first_vote or frame.timestamp) >= policy.deny_after_s
+        out_of_time = ending or (track.first_vote is not None
+                                 and _elapsed(track.first_vote, frame) >= policy.deny_after_s)
         by_resident: dict[int, list[Match]] = {}
         for match in track.votes:
             if match is not None:
@@ -299,6 +309,20 @@ class GateTracker:
     def _no_chips(self) -> np.ndarray:
         size = self.analyzer.aligner.size
         return np.zeros((0, size, size, 3), np.uint8)
+
+
+def _clock(frame: Frame) -> float:
+    """The frame's time to the millisecond, for the tracker and the policy. The policy's periods
+    are often whole frame periods (0.3 s is 3 frames at 10 fps) and ByteTrack counts frames from
+    time differences, so a track's fate must not hang on how a clock rounded: a file's frame times
+    as 0.1 x index and as its stream's own timestamps (0.30000000000000004) made different
+    decisions on the same frames."""
+    return round(frame.timestamp, 3)
+
+
+def _elapsed(since: float, frame: Frame) -> float:
+    """Seconds from a `_clock` time to the frame's, to the millisecond."""
+    return round(_clock(frame) - since, 3)
 
 
 def _names_someone(track: _Track) -> bool:
