@@ -22,7 +22,9 @@ skipped as stale, every camera decided exactly what one camera alone decides on 
 with no time pressure (the reference: one walker enrolled from a still, so there is an unlock to
 lose; compared as the multiset of decision, reason, resident), and frame-arrival -> decision
 latency p99 <= 100 ms. Counts are tried upwards until one fails. The detector is sized to the
-gate's minimum face (--min-face, also the policy's min_face_px).
+gate's minimum face (--min-face, also the policy's min_face_px). `lost` counts the cameras whose
+decisions differ at all; `unl±` how many of the differences are unlocks (missed or extra), the
+ones a resident or the gate would notice.
 """
 
 from __future__ import annotations
@@ -135,6 +137,7 @@ class Run:
     stale: int  # taken too late to decide on
     decision_ms: np.ndarray  # arrival of the deciding frame -> decision made
     lost: int  # cameras whose decisions differ from the reference
+    unlocks_off: int  # of those differences, unlocks: the reference's not made, plus any it did not make
     cpu_s: float  # the whole process: readers, workers, ONNX Runtime threads
     wall_s: float
 
@@ -192,10 +195,19 @@ def live_run(analyzer: FaceAnalyzer, identify: Callable, liveness: LivenessCheck
             time.sleep(0.1)
             stats = runtime.stats()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    lost = sum(outcome(seen.by_camera.get(name, [])) != play.reference
-               for name, play in zip(names, plays, strict=True))
+    made = [outcome(seen.by_camera.get(name, [])) for name in names]
+    lost = sum(m != play.reference for m, play in zip(made, plays, strict=True))
+    unlocks_off = sum(_unlocks_off(m, play.reference) for m, play in zip(made, plays, strict=True))
     return Run(cameras, sum(s.frames_decoded for s in stats), sum(s.frames_dropped for s in stats),
-               sum(s.frames_stale for s in stats), np.array(seen.latency_ms), lost, cpu, wall)
+               sum(s.frames_stale for s in stats), np.array(seen.latency_ms), lost, unlocks_off, cpu, wall)
+
+
+def _unlocks_off(made: Outcome, reference: Outcome) -> int:
+    """How far a camera's unlocks are from the reference's: a dropped frame that splits a stranger's
+    track adds a harmless "unknown"; a missed or extra unlock is what a resident or the gate feels."""
+    mine = Counter({k: v for k, v in made.items() if k[0] == "unlock"})
+    theirs = Counter({k: v for k, v in reference.items() if k[0] == "unlock"})
+    return sum(((mine - theirs) + (theirs - mine)).values())
 
 
 def reference_outcome(analyzer: FaceAnalyzer, identify: Callable, policy: GatePolicy,
@@ -250,6 +262,7 @@ def _p(values: np.ndarray, q: float) -> str:
 
 def _row(label: str, run: Run) -> str:
     return (f"{label:<32} {run.cameras:>4} {run.frames:>6} {run.dropped:>7} {run.stale:>5} {run.lost:>5} "
+            f"{run.unlocks_off:>5} "
             f"{_p(run.decision_ms, 50):>6} {_p(run.decision_ms, 99):>6} {run.frames / run.wall_s:>7.1f} "
             f"{run.cpu_s / run.wall_s:>5.2f}  {'ok' if run.ok() else 'FAIL'}")
 
@@ -274,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"gate cameras at {FPS:.0f} fps replaying {args.video.name} {PLAYS}x; min face {args.min_face} px; "
           f"liveness {args.liveness}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
     print(f"{'detector / traffic / workers':<32} {'cams':>4} {'frames':>6} {'dropped':>7} {'stale':>5} {'lost':>5} "
-          f"{'dec50':>6} {'dec99':>6} {'fps':>7} {'cores':>5}  (ms: deciding frame's arrival -> decision)")
+          f"{'unl±':>5} {'dec50':>6} {'dec99':>6} {'fps':>7} {'cores':>5}  (ms: deciding frame's arrival -> decision)")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         photos = build_analyzer("open")
