@@ -7,12 +7,8 @@ ONNX Runtime rather than one face at a time in dlib.
 from __future__ import annotations
 
 import struct
-from functools import cached_property
 
 import numpy as np
-
-# Byte count of a dlib int (its control byte plus payload), indexed by the control byte.
-_INT_STEP = bytes(1 + (b & 0x0F) for b in range(256))
 
 
 class DlibFormatError(ValueError):
@@ -79,57 +75,6 @@ class DlibReader:
         raw = self._take(4 * count)
         return np.frombuffer(raw, dtype="<f4").reshape(shape).copy()
 
-    def float_matrix(self) -> np.ndarray:
-        """A dlib::matrix<float>: -nr, -nc (negated by dlib), then each element as a dlib float."""
-        rows, cols = -self.int(), -self.int()
-        if rows < 0 or cols < 0:
-            raise DlibFormatError(f"bad matrix size {rows}x{cols} at byte {self.pos}")
-        return np.array([self.float() for _ in range(rows * cols)], np.float32).reshape(rows, cols)
-
-    @cached_property
-    def _steps(self) -> bytes:
-        return self.data.translate(_INT_STEP)
-
-    def ints(self, count: int) -> np.ndarray:
-        """`count` dlib ints in a row as int64, decoded in bulk.
-
-        Model weights are millions of ints; int() one at a time takes seconds. Only finding where
-        each int starts is sequential (a tight loop); the values are then decoded with numpy.
-        """
-        if count < 0 or count > len(self.data) - self.pos:
-            raise DlibFormatError(f"{count} ints cannot fit in the {len(self.data) - self.pos} bytes left")
-        steps, pos, starts = self._steps, self.pos, [0] * count
-        try:
-            for k in range(count):
-                starts[k] = pos
-                pos += steps[pos]
-        except IndexError:
-            raise DlibFormatError(f"unexpected end of data while reading {count} ints") from None
-        if pos > len(self.data):
-            raise DlibFormatError(f"unexpected end of data while reading {count} ints")
-        self.pos = pos
-        return _decode_ints(np.frombuffer(self.data, np.uint8), np.array(starts, np.int64))
-
-    def floats(self, count: int) -> np.ndarray:
-        """`count` dlib floats in a row (mantissa, exponent pairs) as float64."""
-        pairs = self.ints(2 * count).reshape(count, 2)
-        return np.ldexp(pairs[:, 0].astype(np.float64), pairs[:, 1])
-
     def raw_float32(self) -> float:
         return struct.unpack("<f", self._take(4))[0]
 
-
-def _decode_ints(buf: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    control = buf[starts]
-    size = (control & 0x0F).astype(np.int64)
-    if np.any(size > 8):
-        bad = int(starts[np.argmax(size > 8)])
-        raise DlibFormatError(f"integer of {int(buf[bad]) & 0x0F} bytes at byte {bad}")
-    magnitude = np.zeros(len(starts), np.uint64)
-    for j in range(int(size.max(initial=0))):
-        byte = buf[np.minimum(starts + 1 + j, len(buf) - 1)].astype(np.uint64)
-        magnitude |= np.where(j < size, byte, 0).astype(np.uint64) << np.uint64(8 * j)
-    if np.any(magnitude >= np.uint64(1 << 63)):
-        raise DlibFormatError("integer too large for int64")
-    value = magnitude.astype(np.int64)
-    return np.where(control & 0x80, -value, value)
