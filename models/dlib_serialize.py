@@ -6,8 +6,6 @@ ONNX Runtime rather than one face at a time in dlib.
 
 from __future__ import annotations
 
-import struct
-
 import numpy as np
 
 
@@ -74,7 +72,4 @@ class DlibReader:
         count = int(np.prod(shape))
         raw = self._take(4 * count)
         return np.frombuffer(raw, dtype="<f4").reshape(shape).copy()
-
-    def raw_float32(self) -> float:
-        return struct.unpack("<f", self._take(4))[0]
 
