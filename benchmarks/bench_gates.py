@@ -60,6 +60,8 @@ LATENCY_TARGET_MS = 100.0
 ENROL_FRAME, WALKER_AT = 40, (650, 670)  # as tests/test_gate_video.py: the walker's face in frame 40
 CROP_720 = (320, 360)  # top-left of the 1280x720 window, which holds the walker's approach
 Outcome = Counter[tuple[str, str, str | None]]
+# How every simulated camera stream is encoded: H.264, a key frame every 2 s.
+CAMERA_H264 = ("-c:v", "libx264", "-preset", "medium", "-g", "20", "-pix_fmt", "yuv420p")
 
 
 def encode(video: Path, height: int, folder: Path) -> Path:
@@ -70,8 +72,7 @@ def encode(video: Path, height: int, folder: Path) -> Path:
             raise SystemExit("ffmpeg is needed to make the camera streams (apt-get install ffmpeg)")
         crop = [] if height == 1080 else ["-vf", f"crop=1280:720:{CROP_720[0]}:{CROP_720[1]}"]
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", str(PLAYS - 1), "-i", str(video), *crop,
-                        "-r", str(FPS), "-c:v", "libx264", "-preset", "medium", "-g", "20", "-pix_fmt", "yuv420p",
-                        str(target)], check=True)
+                        "-r", str(FPS), *CAMERA_H264, str(target)], check=True)
     return target
 
 
@@ -83,8 +84,8 @@ def rotated(stream: Path, frames: list[np.ndarray], shift: int) -> Path:
     if not target.exists():
         height, width = frames[0].shape[:2]
         encoder = subprocess.Popen(["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
-                                    "-s", f"{width}x{height}", "-r", str(FPS), "-i", "-", "-c:v", "libx264",
-                                    "-preset", "medium", "-g", "20", "-pix_fmt", "yuv420p", str(target)],
+                                    "-s", f"{width}x{height}", "-r", str(FPS), "-i", "-", *CAMERA_H264,
+                                    str(target)],
                                    stdin=subprocess.PIPE)
         assert encoder.stdin is not None
         for image in frames[shift:] + frames[:shift]:
