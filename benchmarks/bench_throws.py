@@ -90,6 +90,9 @@ def match(result: ScenarioResult) -> None:
 
 
 NEAR_PX = 20.0
+# A throw is scored when its object is in view (in the picture, not behind a tree) for at least
+# this long: a fall seen for less is not a fall anyone could tell from a bird's swoop.
+MIN_VISIBLE_S = 0.5
 
 
 def path_distance(event: ThrowEvent, truth) -> float:
@@ -231,9 +234,14 @@ def report_real_clips() -> None:
 
 
 def report(name: str, throw_results: list[ScenarioResult], fa_results: list[ScenarioResult]) -> dict:
-    pairs = [(t, e) for r in throw_results for t, e in r.matched]
+    every = [(t, e, r.scenario.fps) for r in throw_results for t, e in r.matched]
+    pairs = [(t, e) for t, e, fps in every if t.visible_frames >= MIN_VISIBLE_S * fps]
+    hidden = [e for t, e, fps in every if t.visible_frames < MIN_VISIBLE_S * fps]
     print(f"\n=== {name} ===")
-    print(f"throws: {len(pairs)} in {len(throw_results)} scenes")
+    print(
+        f"throws: {len(every)} in {len(throw_results)} scenes; {len(hidden)} hidden behind trees "
+        f"(in view < {MIN_VISIBLE_S} s, not scored; {sum(e is not None for e in hidden)} found anyway)"
+    )
 
     def rate(sel):
         sel = list(sel)
@@ -314,6 +322,7 @@ def main() -> None:
                             f"   seed {r.scenario.seed} {r.scenario.background[-30:]} "
                             f"{r.scenario.distractors} "
                             f"truth f{t.floor} c{t.column} size {t.size_px:.1f} light {t.light} "
+                            f"in view {t.visible_frames} frames "
                             f"frames {t.release_frame}-{t.end_frame} -> "
                             + (
                                 "MISSED"

@@ -128,6 +128,7 @@ def main() -> None:
                         print(
                             f"   seed {rec.name} {rec.scenario.background[-24:]} {rec.scenario.distractors} "
                             f"f{t.floor} c{t.column} size {t.size_px:.1f} light {t.light} "
+                            f"in view {t.visible_frames} frames "
                             f"frames {t.release_frame}-{t.end_frame} -> {got}"
                         )
                 for e in r.false_alarms:

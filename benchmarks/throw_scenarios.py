@@ -125,6 +125,7 @@ class ThrowTruth:
     light: bool
     depth_m: float
     path_px: list[tuple[float, float]] = field(default_factory=list)
+    visible_frames: int = 0  # frames with the object in the picture and not behind a tree
 
 
 @dataclass
@@ -181,7 +182,9 @@ def _make_throw(
     )
 
 
-def _draw_throw(frame: np.ndarray, thr: _Throw, cam: Pinhole, frame_idx: int, fps: float) -> None:
+def _draw_throw(
+    frame: np.ndarray, thr: _Throw, cam: Pinhole, frame_idx: int, fps: float, trees: _Foreground | None
+) -> None:
     t0 = (frame_idx - thr.truth.release_frame) / fps
     if t0 < 0 or t0 > thr.times[-1]:
         return
@@ -190,10 +193,13 @@ def _draw_throw(frame: np.ndarray, thr: _Throw, cam: Pinhole, frame_idx: int, fp
     pts3 = np.stack([np.interp(samples, thr.times, thr.positions[:, k]) for k in range(3)], 1)
     px, depth = cam.project(pts3)
     thr.truth.path_px.append((float(px[0, 0]), float(px[0, 1])))
+    h, w = frame.shape[:2]
+    hidden = trees is not None and trees.hides(px[0, 0], px[0, 1])
+    if 0 <= px[0, 0] < w and 0 <= px[0, 1] < h and not hidden:
+        thr.truth.visible_frames += 1
     diam = thr.diameter_m * cam.K[0, 0] / depth
     x0, y0 = np.floor(px.min(0) - diam.max() - 3).astype(int)
     x1, y1 = np.ceil(px.max(0) + diam.max() + 3).astype(int)
-    h, w = frame.shape[:2]
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
     if x1 <= x0 or y1 <= y0:
         return
@@ -219,6 +225,8 @@ def _draw_throw(frame: np.ndarray, thr: _Throw, cam: Pinhole, frame_idx: int, fp
     alpha = np.clip(alpha, 0, 1)[..., None]
     roi = frame[y0:y1, x0:x1].astype(np.float32)
     frame[y0:y1, x0:x1] = (roi * (1 - alpha) + np.float32(thr.color) * alpha).astype(np.uint8)
+    if trees is not None:
+        trees.composite(frame, (x0, y0, x1, y1))
 
 
 # ----------------------------------------------------------------------------- scene drawing
@@ -252,9 +260,29 @@ def _facade_texture(rng: np.random.Generator, bld: Building, ppu: int) -> tuple[
     return np.clip(tex, 0, 255).astype(np.uint8), windows
 
 
+@dataclass
+class _Foreground:
+    """What stands between the camera and the facade (trees): drawn over the falling objects,
+    which pass behind it, and hides them there."""
+
+    image: np.ndarray
+    alpha: np.ndarray  # (h, w) float32, 1 where the foreground is opaque
+
+    def composite(self, frame: np.ndarray, box: tuple[int, int, int, int] | None = None) -> None:
+        """Draw the foreground over ``frame`` (only within ``box`` = x0, y0, x1, y1 if given)."""
+        x0, y0, x1, y1 = box or (0, 0, frame.shape[1], frame.shape[0])
+        a = self.alpha[y0:y1, x0:x1, None]
+        roi = frame[y0:y1, x0:x1].astype(np.float32)
+        frame[y0:y1, x0:x1] = (roi * (1 - a) + self.image[y0:y1, x0:x1] * a).astype(np.uint8)
+
+    def hides(self, x: float, y: float) -> bool:
+        h, w = self.alpha.shape
+        return 0 <= int(y) < h and 0 <= int(x) < w and self.alpha[int(y), int(x)] >= 0.5
+
+
 def _procedural_background(
     rng: np.random.Generator, cam: Pinhole, bld: Building, H: np.ndarray
-) -> tuple[np.ndarray, list[MaskZone], list]:
+) -> tuple[np.ndarray, list[MaskZone], list, _Foreground]:
     w, h = cam.width, cam.height
     sky_top, sky_bot = rng.uniform(150, 230), rng.uniform(190, 250)
     col = np.linspace(sky_top, sky_bot, h, dtype=np.float32)[:, None]
@@ -275,6 +303,7 @@ def _procedural_background(
         tex, H @ to_tex, (w, h), out, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT
     )
     zones: list[MaskZone] = []
+    trees = _Foreground(out.copy(), np.zeros((h, w), np.float32))
     # The sky zone starts half a floor above the roof: an object tossed up from the top floor must
     # stay visible.
     roof = _to_img(H, [[bld.columns + 3, bld.floors + 0.6], [-3, bld.floors + 0.6]])
@@ -301,11 +330,13 @@ def _procedural_background(
             r = rng.uniform(0.02, 0.05) * w
             c = (cx + rng.uniform(-0.04, 0.04) * w, top_y + rng.uniform(0, y_ground - top_y))
             green = (rng.uniform(30, 60), rng.uniform(70, 120), rng.uniform(30, 60))
-            cv2.circle(out, (int(c[0]), int(c[1])), int(r), green, -1, cv2.LINE_AA)
+            cv2.circle(trees.image, (int(c[0]), int(c[1])), int(r), green, -1, cv2.LINE_AA)
+            cv2.circle(trees.alpha, (int(c[0]), int(c[1])), int(r), 1.0, -1, cv2.LINE_AA)
             pts += [(c[0] + r * math.cos(a), c[1] + r * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 12)]
         hull = cv2.convexHull(np.float32(pts)).reshape(-1, 2)
         zones.append(MaskZone(kind="tree", name=f"tree{k + 1}", polygon=[tuple(map(float, p)) for p in hull]))
-    return out, zones, windows
+    trees.composite(out)
+    return out, zones, windows, trees
 
 
 def _to_img(H: np.ndarray, uv: list) -> np.ndarray:
@@ -673,10 +704,10 @@ def make_scenario(
     n_frames = int(duration_s * fps)
     kinds = set(distractors)
     if background is None:
-        static, zones, windows = _procedural_background(rng, cam, bld, H)
+        static, zones, windows, trees = _procedural_background(rng, cam, bld, H)
         clip = None
     else:
-        static, zones, windows = None, [], []
+        static, zones, windows, trees = None, [], [], None
         clip = _ClipBackground(background, (width, height), int(rng.integers(0, 100)))
     throws: list[_Throw] = []
     t = int(rng.integers(int(0.6 * fps), int(1.5 * fps)))
@@ -715,7 +746,7 @@ def make_scenario(
             frame = static.copy() if clip is None else clip.get(i)
             dis.draw_scene(frame, i)
             for thr in throws:
-                _draw_throw(frame, thr, cam, i, fps)
+                _draw_throw(frame, thr, cam, i, fps, trees)
             frame = dis.draw_front(frame, i)
             k = int(nrng.integers(6))
             frame = cv2.subtract(cv2.add(frame, noise_pos[k]), noise_neg[k])

@@ -22,17 +22,22 @@ from benchmarks.bench_throws import REAL_CLIP_CALIBRATIONS, REAL_CLIPS_DIR, real
 from benchmarks.throw_scenarios import (
     ALL_DISTRACTORS,
     VALIDATION_SEEDS,
+    _draw_throw,
+    _Foreground,
     _longest_fixed_stretch,
+    _make_geometry,
+    _make_throw,
     make_scenario,
     write_scenario,
 )
 from vision.analyze import add_analyze_arguments, run_analyze
+from vision.cameras import FacadeSettings
 from vision.facade import FacadeCalibration, homography_from_corners
 from vision.motion import Blobs
 from vision.throws import ThrowDetector, ThrowEvent
 from vision.throws.arc import ArcParams, BlobHistory, regrow
 from vision.throws.detector import _concat
-from vision.throws.origin import Origin
+from vision.throws.origin import Origin, estimate_origin
 from vision.throws.physics import (
     PhysicsParams,
     fit_track,
@@ -294,6 +299,46 @@ def test_a_fall_seen_in_pieces_regrows_along_its_parabola() -> None:
         1, frames, np.array([truth[f] for f in frames]), np.full((len(frames), 2), 5.0)
     )
     assert regrow(small, history, calib, 25.0, ArcParams()) is None
+
+
+def test_a_track_picked_up_mid_fall_is_judged_on_its_whole_arc() -> None:
+    """The tracker kept hold of a large object only from frame 25; its pieces before that lie on
+    the same parabola, and the throw (and its origin) comes from the whole arc."""
+    calib, history, truth = _fall_in_pieces(16.0)
+    facade = FacadeSettings(homography=calib.H.tolist(), floors=10, columns=6)
+    det = ThrowDetector(facade, (960, 540), 25.0)
+    det.history = history
+    frames = [f for f in truth if f >= 25]
+    late = det.tracker.track_of(1, frames, np.array([truth[f] for f in frames]), np.full((len(frames), 2), 16.0))
+    judged = det._judge_track(late)
+    assert judged is not None and judged[2].is_throw
+    assert judged[0].frames[0] < 10
+    assert estimate_origin(judged[1], calib).floor == 9
+
+
+def test_generated_throws_pass_behind_trees() -> None:
+    """A tree stands between the camera and the facade: an object falling behind it is hidden
+    (not drawn over it) and those frames do not count as the throw being in view."""
+    rng = np.random.default_rng(11)
+    cam, bld = _make_geometry(rng, 640, 360)
+    thr = _make_throw(rng, cam, bld, 25.0, 0, (12.0, 12.0))
+    scene = np.full((360, 640, 3), 180, np.uint8)
+    tree = np.zeros_like(scene)
+    tree[:] = (40, 90, 40)
+    alpha = np.zeros((360, 640), np.float32)
+    alpha[200:] = 1.0  # the lower floors are behind foliage
+    trees = _Foreground(tree, alpha)
+    for i in range(thr.truth.end_frame):
+        frame = scene.copy()
+        trees.composite(frame)
+        before = frame.copy()
+        _draw_throw(frame, thr, cam, i, 25.0, trees)
+        assert np.array_equal(frame[200:], before[200:]), f"frame {i}: drawn over the tree"
+    path = np.array(thr.truth.path_px)
+    in_view = (path[:, 0] >= 0) & (path[:, 0] < 640) & (path[:, 1] >= 0) & (path[:, 1] < 200)
+    hidden = (path[:, 0] >= 0) & (path[:, 0] < 640) & (path[:, 1] >= 200) & (path[:, 1] < 360)
+    assert hidden.sum() > 0 and in_view.sum() > 0, "the fall should cross the tree's edge"
+    assert thr.truth.visible_frames == int(in_view.sum())
 
 
 @pytest.mark.parametrize(("fraction_of_g", "crowd", "passes"),

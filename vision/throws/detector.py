@@ -163,6 +163,11 @@ class ThrowDetector:
             if best is not None and self.keep_rejected:
                 self.rejected.append((best[0], best[2]))
             return None
+        # A large object's track may start mid-fall, where the tracker first kept hold of its
+        # pieces: the origin comes from the whole arc when the pieces before it regrow onto it.
+        whole = self._regrown(raw)
+        if whole is not None and whole[0].frames[0] < best[0].frames[0]:
+            return whole
         return best
 
     def _regrown(self, raw: Track) -> tuple[Track, TrajectoryFit, PhysicsVerdict] | None:

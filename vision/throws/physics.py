@@ -276,7 +276,10 @@ def judge(
     n = len(track)
     duration = fit.t[-1]
     v_fit = fit.v.at(fit.t)
-    drop = float(v_fit.max() - v_fit[-1])
+    # The drop must be seen, not only fitted: a quadratic through a chain that wanders up, along
+    # and down overshoots its top (a running median of three keeps one stray point out).
+    v_seen = np.median(np.lib.stride_tricks.sliding_window_view(np.asarray(track.uv)[:, 1], 3), axis=1)
+    drop = float(min(v_fit.max() - v_fit[-1], v_seen.max() - v_seen[-1]))
     ratios = [-2 * f.coef[2] / a_nom for f in (fit.v, fit.early_v)]
     ratio = max(ratios, key=lambda r: -abs(r - 1.0))
     chi = fit.local_chi
