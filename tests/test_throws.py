@@ -128,7 +128,7 @@ def test_real_clips_give_no_throw_alert(shared_data: Path) -> None:
         assert events == [], f"{clip.name}: {[e.alert() for e in events]}"
 
 
-@pytest.mark.parametrize("calibration", ["whole frame 20x10", "whole frame 30x12"])
+@pytest.mark.parametrize("calibration", ["whole frame 20x10", "whole frame 10x5", "whole frame 30x12"])
 def test_real_clips_give_no_throw_alert_under_other_calibrations(shared_data: Path, calibration: str) -> None:
     """People must not raise alarms because a surveyor measured the facade differently: the same
     clips (their first 10 s: walkers, night crowds, a camera on a moving bus) under whole-frame calibrations

@@ -205,12 +205,19 @@ class ThrowDetector:
         return track, fit, judge(track, fit, self.calib, self.physics, crowd)
 
     def _camera_motion(self, track: Track) -> tuple[float, float]:
-        """Full-resolution px: the camera's net shift between a track's first and last frame, and
-        its largest offset from the reference pose during the track."""
+        """Full-resolution px: the camera's net shift up to a track's last frame (from its first
+        frame, and from a second before it), and its largest offset from the reference pose
+        during the track.
+
+        Shake swings about one pose, so its net shift over any stretch stays within its
+        amplitude; a camera being carried (a bus, a pan) keeps going, and the second before the
+        track shows it even when the track itself is short."""
         shifts = np.array([self.shifts[f] for f in track.frames if f in self.shifts]).reshape(-1, 2)
         if not len(shifts):
             return 0.0, 0.0
-        drift = float(np.hypot(*(shifts[-1] - shifts[0])))
+        first = track.frames[0]
+        before = next((self.shifts[f] for f in range(first - round(self.fps), first) if f in self.shifts), shifts[0])
+        drift = float(max(np.hypot(*(shifts[-1] - shifts[0])), np.hypot(*(shifts[-1] - np.asarray(before)))))
         offset = float(np.hypot(shifts[:, 0], shifts[:, 1]).max())
         return drift / self.motion.scale, offset / self.motion.scale
 
