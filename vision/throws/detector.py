@@ -33,6 +33,7 @@ class DetectorParams:
     merge_gap_frames: int = 12  # a track resumed this soon after an event is the same throw
     stitch_gap_frames: int = 15  # a rejected track may be continued by one starting this soon after
     stitch_min_points: int = 6  # each joined piece must be a track in its own right, not a stray blob
+    min_regrown_lead_s: float = 0.25  # an accepted track's regrown arc must start this much earlier
     # A facade camera is fixed: shake oscillates about one pose, it does not carry the view away.
     # While the view drifts by more than this (full-resolution px, net over a track), the camera is
     # panning or moving and the scene's own edges slide through the frame as smooth "tracks".
@@ -164,9 +165,11 @@ class ThrowDetector:
                 self.rejected.append((best[0], best[2]))
             return None
         # A large object's track may start mid-fall, where the tracker first kept hold of its
-        # pieces: the origin comes from the whole arc when the pieces before it regrow onto it.
+        # pieces: the origin comes from the whole arc when the pieces before it regrow onto it,
+        # adding a stretch of the fall (a blob or two more at the start is as likely clutter
+        # beside the object, a lit window it passes, as the object).
         whole = self._regrown(raw)
-        if whole is not None and whole[0].frames[0] < best[0].frames[0]:
+        if whole is not None and whole[0].frames[0] <= best[0].frames[0] - self.p.min_regrown_lead_s * self.fps:
             return whole
         return best
 
