@@ -198,8 +198,12 @@ class MotionSegmenter:
     def _planes(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Grey at processing scale and, for a colour frame, chroma at half of it."""
         crop = frame[self.y0 : self.y1, self.x0 : self.x1]
+        if self.scale != 1.0 and crop.ndim == 3 and self.chroma is not None:
+            # Downscale the colour image once; grey and chroma both come from it (4K: one pass
+            # over the full-resolution pixels instead of two).
+            crop = cv2.resize(crop, self.size, interpolation=cv2.INTER_AREA)
         gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
-        if self.scale != 1.0:
+        if gray.shape[1::-1] != self.size:
             gray = cv2.resize(gray, self.size, interpolation=cv2.INTER_AREA)
         chroma = self.chroma.planes(crop) if self.chroma is not None and crop.ndim == 3 else None
         return gray, chroma
