@@ -45,6 +45,7 @@ from vision.throws.physics import (
     seen_drop_fraction,
     size_spread_log_area,
     trim_still_head,
+    turning_flight,
 )
 from vision.throws.tracker import NOMINAL_FLOOR_H, BallisticTracker, G, Track
 
@@ -368,3 +369,45 @@ def test_in_a_crowd_a_fall_must_be_close_to_free_fall(
     assert verdict.is_throw is passes, verdict.reason
     if not passes:
         assert "in a crowd" in verdict.reason
+
+
+def _facade_track(u_m: np.ndarray, down_m: np.ndarray) -> tuple[Track, FacadeCalibration]:
+    """A track from metres sideways and fallen below floor 9.5, 25 frames a second."""
+    H = homography_from_corners([[100, 520], [860, 520], [800, 20], [160, 20]], floors=10, columns=6)
+    calib = FacadeCalibration(H, 10, 6)
+    uv = np.stack([3.0 + u_m / 3.5, 9.5 - down_m / NOMINAL_FLOOR_H], 1)
+    frames = list(range(len(u_m)))
+    return BallisticTracker(calib, 25.0).track_of(1, frames, calib.to_image(uv), np.full((len(frames), 2), 6.0)), calib
+
+
+def _simulate(v0: tuple[float, float], drag: float, seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    """Sideways and downward metres of a body under gravity and quadratic drag, each frame."""
+    dt, pos, vel, out = 0.001, np.zeros(2), np.array(v0, float), []
+    for k in range(round(seconds / dt)):
+        if k % 40 == 0:
+            out.append(pos.copy())
+        acc = np.array([0.0, G]) - drag * np.hypot(*vel) * vel
+        vel, pos = vel + acc * dt, pos + vel * dt
+    a = np.array(out)
+    return a[:, 0], a[:, 1]
+
+
+def test_a_bird_banking_down_a_turn_is_not_a_fall() -> None:
+    """Constant speed along a bending path (9 m/s, turning down at 1.5 rad/s) slows sideways and
+    speeds up downward at once, which no drag can do; falling bodies, heavy or light, thrown
+    sideways, pass."""
+    t = np.arange(16) / 25.0
+    heading = 0.1 + 1.5 * t  # radians below the horizontal
+    step = 9.0 / 25.0
+    u = -np.cumsum(step * np.cos(heading))
+    down = np.cumsum(step * np.sin(heading))
+    track, calib = _facade_track(u, down)
+    fit = fit_track(track, 25.0)
+    assert turning_flight(fit)
+    # Every other test takes it for a fall: this one alone tells the bird.
+    verdict = judge(track, fit, calib, PhysicsParams())
+    assert not verdict.is_throw and "turning flight" in verdict.reason
+    for v0, drag in (((-3.0, 0.0), 0.005), ((-3.0, 0.0), 0.07), ((2.0, -1.5), 0.05)):
+        track, calib = _facade_track(*_simulate(v0, drag, 1.0))
+        fit = fit_track(track, 25.0)
+        assert not turning_flight(fit), (v0, drag)
