@@ -9,9 +9,11 @@ fps and its ratio to 25 fps; >= 1.0 is real time.
 
 4K strategy (see DetectorParams.max_pixels), measured with --width 3840 --height 2160: only the
 bounding box of the facade region (minus mask zones) is processed; above ~2.1 Mpixels of box it
-is downscaled by an exact factor of 2 (fast INTER_AREA path), so the detector costs about twice
-what it does at 1080p and decoding dominates: 1.08x real time on one core (decode 19 ms +
-detector 18 ms per frame, 2026-11-29). Objects then need ~4 px at 4K to be seen as 2 px; for
+is downscaled by an exact factor of 2 (fast INTER_AREA path, colour first so that grey and chroma
+share it), so the detector costs somewhat more than at 1080p and decoding dominates: 0.94x real
+time on one core with colour motion (decode 18 ms + detector 25 ms per frame; 1.14x without
+colour, 2026-11-29), so a 4K camera needs hardware decoding or its 1080p substream for the
+detector. Objects then need ~4 px at 4K to be seen as 2 px; for
 the smallest objects on the top floors the box can be split in two tiles (upper floors at full
 resolution, lower at half) since objects near the ground are closer and larger - a per-zone
 scale, not implemented yet.
