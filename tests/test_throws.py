@@ -40,12 +40,12 @@ from vision.throws.detector import _concat
 from vision.throws.origin import Origin, estimate_origin
 from vision.throws.physics import (
     PhysicsParams,
+    banks_into_a_turn,
     fit_track,
     judge,
     seen_drop_fraction,
     size_spread_log_area,
     trim_still_head,
-    turning_flight,
 )
 from vision.throws.tracker import NOMINAL_FLOOR_H, BallisticTracker, G, Track
 
@@ -403,11 +403,11 @@ def test_a_bird_banking_down_a_turn_is_not_a_fall() -> None:
     down = np.cumsum(step * np.sin(heading))
     track, calib = _facade_track(u, down)
     fit = fit_track(track, 25.0)
-    assert turning_flight(fit)
+    assert banks_into_a_turn(track, fit, 1.0)
     # Every other test takes it for a fall: this one alone tells the bird.
     verdict = judge(track, fit, calib, PhysicsParams())
     assert not verdict.is_throw and "turning flight" in verdict.reason
     for v0, drag in (((-3.0, 0.0), 0.005), ((-3.0, 0.0), 0.07), ((2.0, -1.5), 0.05)):
         track, calib = _facade_track(*_simulate(v0, drag, 1.0))
         fit = fit_track(track, 25.0)
-        assert not turning_flight(fit), (v0, drag)
+        assert not banks_into_a_turn(track, fit, 1.0), (v0, drag)

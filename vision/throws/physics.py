@@ -259,21 +259,31 @@ def rise_floors(fit: TrajectoryFit) -> float:
     return float(fit.early_v.at(t_apex) - fit.early_v.at(0.0))
 
 
-def turning_flight(fit: TrajectoryFit, slack_g: float = 0.5) -> bool:
+def turning_flight(t: np.ndarray, fu: QuadraticFit, fv: QuadraticFit, slack_g: float = 0.5) -> bool:
     """A body can only slow sideways by drag, and drag slows its fall too, by as much per unit of
-    speed: a = g - k|v|v. So a track that clearly loses sideways speed while falling faster than
-    g less that drag (beyond ``slack_g`` for perspective) is a bird banking down a turn, whose
-    speed stays the same as its path bends, not a falling body."""
-    t_mid = fit.t[-1] / 2
-    a_side = 2 * fit.u.coef[2] * NOMINAL_COLUMN_W  # m/s^2
-    v_side = (fit.u.coef[1] + 2 * fit.u.coef[2] * t_mid) * NOMINAL_COLUMN_W
-    sigma = 2 * np.sqrt(max(fit.u.cov[2, 2], 0.0)) * NOMINAL_COLUMN_W
+    speed: a = g - k|v|v. So a stretch (times ``t``, fits ``fu``, ``fv``) that clearly loses
+    sideways speed while falling faster than g less that drag (beyond ``slack_g`` for
+    perspective) is a bird banking down a turn, whose speed stays the same as its path bends, not
+    a falling body."""
+    t_mid = (t[0] + t[-1]) / 2
+    a_side = 2 * fu.coef[2] * NOMINAL_COLUMN_W  # m/s^2
+    v_side = (fu.coef[1] + 2 * fu.coef[2] * t_mid) * NOMINAL_COLUMN_W
+    sigma = 2 * np.sqrt(max(fu.cov[2, 2], 0.0)) * NOMINAL_COLUMN_W
     if a_side * v_side >= 0 or abs(a_side) < 0.1 * G + 3 * sigma or abs(v_side) < 1.0:
         return False
     drag = -a_side / v_side  # k|v|, per second
-    fall_speed = -(fit.v.coef[1] + 2 * fit.v.coef[2] * t_mid) * NOMINAL_FLOOR_H
-    fall_accel = -2 * fit.v.coef[2] * NOMINAL_FLOOR_H
+    fall_speed = -(fv.coef[1] + 2 * fv.coef[2] * t_mid) * NOMINAL_FLOOR_H
+    fall_accel = -2 * fv.coef[2] * NOMINAL_FLOOR_H
     return bool(fall_accel > G - drag * fall_speed + slack_g * G)
+
+
+def banks_into_a_turn(track: Track, fit: TrajectoryFit, window_s: float) -> bool:
+    """turning_flight over the whole track or any ~1 s stretch of it: a bird that flies level
+    and then banks down turns in part of its track only."""
+    stretches = [(fit.t, (fit.u, fit.v))]
+    windows = _windows(fit.t, np.asarray(track.uv), np.asarray(track.sigma_uv), window_s)
+    stretches += [(fit.t[sel], fits) for sel, fits in windows]
+    return any(turning_flight(t, fu, fv) for t, (fu, fv) in stretches)
 
 
 @dataclass(frozen=True)
@@ -359,7 +369,7 @@ def judge(
         return verdict(False, f"rises {rise:.2f} floors first")
     if abs(fit.u.coef[2]) > p.max_side_accel * abs(fit.v.coef[2]) + 3 * np.sqrt(fit.u.cov[2, 2]):
         return verdict(False, "curving sideways")
-    if turning_flight(fit):
+    if banks_into_a_turn(track, fit, p.early_window_s):
         return verdict(False, "slows sideways while falling faster than free fall (turning flight)")
     if chi > p.max_chi:
         return verdict(False, f"erratic (chi {chi:.1f})")
