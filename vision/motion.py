@@ -58,6 +58,30 @@ class MotionParams:
     chroma_threshold: float = 8.0
 
 
+_KERNEL = np.ones((3, 3), np.uint8)
+
+
+def _envelope_diff(cur: np.ndarray, bg8: np.ndarray) -> np.ndarray:
+    """How far each pixel lies outside the background's local 3x3 min/max (per channel)."""
+    up = cv2.subtract(cur, cv2.dilate(bg8, _KERNEL))
+    down = cv2.subtract(cv2.erode(bg8, _KERNEL), cur)
+    return cv2.max(up, down)
+
+
+def _learn(
+    cur: np.ndarray, bg: np.ndarray, act: np.ndarray, diff: np.ndarray, fg: np.ndarray, p: MotionParams, adopt: bool
+) -> None:
+    """Background and activity update in place: at once when ``adopt``, else slowly everywhere and
+    faster away from the foreground ``fg``."""
+    if adopt:
+        cv2.accumulateWeighted(cur, bg, 0.5)
+    else:
+        cv2.accumulateWeighted(cur, bg, p.alpha_slow)
+        still = cv2.bitwise_not(cv2.dilate(fg, _KERNEL, iterations=2))
+        cv2.accumulateWeighted(cur, bg, p.alpha, mask=still)
+    cv2.accumulateWeighted(diff, act, p.activity_alpha)
+
+
 class _ChromaChange:
     """The segmenter's background comparison on Cr and Cb at half the processing scale.
 
@@ -71,7 +95,6 @@ class _ChromaChange:
         self.size = (max(size[0] // 2, 4), max(size[1] // 2, 4))
         self.bg: np.ndarray | None = None
         self.activity: np.ndarray | None = None
-        self.kernel = np.ones((3, 3), np.uint8)
         self._step: tuple | None = None
 
     def planes(self, crop_bgr: np.ndarray) -> np.ndarray:
@@ -97,9 +120,7 @@ class _ChromaChange:
         bg = self.bg[by0:by1, bx0:bx1]
         act = self.activity[by0:by1, bx0:bx1]
         bg8 = cv2.convertScaleAbs(bg)
-        up = cv2.subtract(cur, cv2.dilate(bg8, self.kernel))
-        down = cv2.subtract(cv2.erode(bg8, self.kernel), cur)
-        cr, cb = cv2.split(cv2.max(up, down))
+        cr, cb = cv2.split(_envelope_diff(cur, bg8))
         diff = cv2.max(cr, cb)
         grid = np.abs(cur[::8, ::8].astype(np.int16) - bg8[::8, ::8]).max(axis=2)
         thr = max(p.chroma_threshold, p.noise_k * 1.4826 * float(np.median(grid)))
@@ -121,14 +142,7 @@ class _ChromaChange:
         """Update the background with the frame ``foreground`` last saw (at once if ``adopt``)."""
         if self._step is None:
             return
-        cur, bg, act, diff, fg = self._step
-        if adopt:
-            cv2.accumulateWeighted(cur, bg, 0.5)
-        else:
-            cv2.accumulateWeighted(cur, bg, self.p.alpha_slow)
-            still = cv2.bitwise_not(cv2.dilate(fg, self.kernel, iterations=2))
-            cv2.accumulateWeighted(cur, bg, self.p.alpha, mask=still)
-        cv2.accumulateWeighted(diff, act, self.p.activity_alpha)
+        _learn(*self._step, self.p, adopt)
         self._step = None
 
 
@@ -190,7 +204,6 @@ class MotionSegmenter:
         self.bg: np.ndarray | None = None
         self.activity: np.ndarray | None = None
         self.frames = 0
-        self.kernel = np.ones((3, 3), np.uint8)
         self.shift = (0.0, 0.0)
         self.search_radius = 3  # quarter-scale pixels per frame: fast shake, far below a window period
         self.chroma = _ChromaChange(self.size, self.p) if self.p.chroma_threshold > 0 else None
@@ -293,9 +306,7 @@ class MotionSegmenter:
         noise = 1.4826 * float(np.median(np.abs(cur[::8, ::8].astype(np.int16) - bg8[::8, ::8])))
         thr = max(p.threshold, p.noise_k * noise)
 
-        up = cv2.subtract(cur, cv2.dilate(bg8, self.kernel))
-        down = cv2.subtract(cv2.erode(bg8, self.kernel), cur)
-        diff = cv2.max(up, down)
+        diff = _envelope_diff(cur, bg8)
         limit = cv2.convertScaleAbs(act, alpha=p.activity_k, beta=thr)
         fg = cv2.compare(diff, limit, cv2.CMP_GT)
         if chroma is not None:
@@ -307,16 +318,11 @@ class MotionSegmenter:
 
         warm = self.frames <= p.warmup_frames
         disturbed = warm or fg_fraction > p.disturbed_fraction
-        if disturbed and not warm:
-            # Too much changed at once to be objects: adopt the new look of the scene at once.
-            cv2.accumulateWeighted(cur, bg, 0.5)
-        else:
-            cv2.accumulateWeighted(cur, bg, p.alpha_slow)
-            still = cv2.bitwise_not(cv2.dilate(fg, self.kernel, iterations=2))
-            cv2.accumulateWeighted(cur, bg, p.alpha, mask=still)
+        # Too much changed at once to be objects: adopt the new look of the scene at once.
+        adopt = disturbed and not warm
+        _learn(cur, bg, act, diff, fg, p, adopt)
         if chroma is not None:
-            self.chroma.learn(disturbed and not warm)
-        cv2.accumulateWeighted(diff, act, p.activity_alpha)
+            self.chroma.learn(adopt)
         if abs(gain - 1.0) > 0.01:
             # Let the background follow a lasting exposure change instead of normalising forever.
             cv2.multiply(bg, gain**0.15, dst=bg)
@@ -325,7 +331,7 @@ class MotionSegmenter:
         if disturbed:
             return MotionFrame(Blobs.empty(), (dx, dy), gain, fg_fraction, True)
 
-        blobs = self._blobs(cv2.dilate(fg, self.kernel), bx0, by0)
+        blobs = self._blobs(cv2.dilate(fg, _KERNEL), bx0, by0)
         return MotionFrame(blobs, (dx, dy), gain, fg_fraction, False)
 
     def _blobs(self, fg: np.ndarray, ox: int, oy: int) -> Blobs:
