@@ -403,11 +403,11 @@ def test_a_bird_banking_down_a_turn_is_not_a_fall() -> None:
     down = np.cumsum(step * np.sin(heading))
     track, calib = _facade_track(u, down)
     fit = fit_track(track, 25.0)
-    assert banks_into_a_turn(track, fit, 1.0)
+    assert banks_into_a_turn(fit)
     # Every other test takes it for a fall: this one alone tells the bird.
     verdict = judge(track, fit, calib, PhysicsParams())
     assert not verdict.is_throw and "turning flight" in verdict.reason
     for v0, drag in (((-3.0, 0.0), 0.005), ((-3.0, 0.0), 0.07), ((2.0, -1.5), 0.05)):
         track, calib = _facade_track(*_simulate(v0, drag, 1.0))
         fit = fit_track(track, 25.0)
-        assert not banks_into_a_turn(track, fit, 1.0), (v0, drag)
+        assert not banks_into_a_turn(fit), (v0, drag)

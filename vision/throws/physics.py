@@ -104,7 +104,14 @@ class TrajectoryFit:
     early_v: QuadraticFit
     frame0: int
     fps: float
-    local_chi: float  # worst rms normalised residual of quadratic fits over ~1 s windows
+    windows: list  # (selection, (u fit, v fit)) over overlapping ~1 s windows covering the track
+
+    @property
+    def local_chi(self) -> float:
+        """Smoothness over short windows, the worst rms normalised residual of their fits: drag
+        and wind bend a long fall away from one parabola, but over a second any falling body is a
+        parabola, while an insect or a chance chain of blobs is not."""
+        return max(max(f.chi for f in fits) for _, fits in self.windows)
 
 
 def fit_track(track: Track, fps: float, early_window_s: float = 1.0) -> TrajectoryFit:
@@ -118,17 +125,7 @@ def fit_track(track: Track, fps: float, early_window_s: float = 1.0) -> Trajecto
         ev = fit_quadratic(t[early], uv[early, 1], s[early, 1])
     else:
         eu, ev = fu, fv
-    return TrajectoryFit(t, fu, fv, eu, ev, track.frames[0], fps, _local_chi(t, uv, s, early_window_s))
-
-
-def _local_chi(t: np.ndarray, uv: np.ndarray, s: np.ndarray, window_s: float) -> float:
-    """Smoothness over short windows: drag and wind bend a long fall away from one parabola,
-    but over a second any falling body is a parabola, while an insect or a chance chain of blobs
-    is not."""
-    windows = _windows(t, uv, s, window_s)
-    if not windows:
-        return max(fit_quadratic(t, uv[:, 0], s[:, 0]).chi, fit_quadratic(t, uv[:, 1], s[:, 1]).chi)
-    return max(max(f.chi for f in fits) for _, fits in windows)
+    return TrajectoryFit(t, fu, fv, eu, ev, track.frames[0], fps, _windows(t, uv, s, early_window_s))
 
 
 def _windows(t: np.ndarray, uv: np.ndarray, s: np.ndarray, window_s: float) -> list:
@@ -147,12 +144,11 @@ def _windows(t: np.ndarray, uv: np.ndarray, s: np.ndarray, window_s: float) -> l
     return out
 
 
-def local_rms_px(track: Track, fit: TrajectoryFit, calib: FacadeCalibration, window_s: float) -> float:
-    """Worst rms pixel residual over ~1 s windows: an insect's jumps, whatever its blob size."""
+def local_rms_px(track: Track, fit: TrajectoryFit, calib: FacadeCalibration) -> float:
+    """Worst rms pixel residual over the fit's ~1 s windows: an insect's jumps, whatever its blob size."""
     xy = np.asarray(track.xy)
-    uv = np.asarray(track.uv)
     worst = 0.0
-    for sel, (fu, fv) in _windows(fit.t, uv, np.asarray(track.sigma_uv), window_s):
+    for sel, (fu, fv) in fit.windows:
         fitted = calib.to_image(np.stack([fu.at(fit.t[sel]), fv.at(fit.t[sel])], 1))
         worst = max(worst, float(np.sqrt(np.mean(np.sum((xy[sel] - fitted) ** 2, 1)))))
     return worst
@@ -277,12 +273,10 @@ def turning_flight(t: np.ndarray, fu: QuadraticFit, fv: QuadraticFit, slack_g: f
     return bool(fall_accel > G - drag * fall_speed + slack_g * G)
 
 
-def banks_into_a_turn(track: Track, fit: TrajectoryFit, window_s: float) -> bool:
-    """turning_flight over the whole track or any ~1 s stretch of it: a bird that flies level
-    and then banks down turns in part of its track only."""
-    stretches = [(fit.t, (fit.u, fit.v))]
-    windows = _windows(fit.t, np.asarray(track.uv), np.asarray(track.sigma_uv), window_s)
-    stretches += [(fit.t[sel], fits) for sel, fits in windows]
+def banks_into_a_turn(fit: TrajectoryFit) -> bool:
+    """turning_flight over the whole track or any of the fit's ~1 s windows: a bird that flies
+    level and then banks down turns in part of its track only."""
+    stretches = [(fit.t, (fit.u, fit.v))] + [(fit.t[sel], fits) for sel, fits in fit.windows]
     return any(turning_flight(t, fu, fv) for t, (fu, fv) in stretches)
 
 
@@ -369,12 +363,12 @@ def judge(
         return verdict(False, f"rises {rise:.2f} floors first")
     if abs(fit.u.coef[2]) > p.max_side_accel * abs(fit.v.coef[2]) + 3 * np.sqrt(fit.u.cov[2, 2]):
         return verdict(False, "curving sideways")
-    if banks_into_a_turn(track, fit, p.early_window_s):
+    if banks_into_a_turn(fit):
         return verdict(False, "slows sideways while falling faster than free fall (turning flight)")
     if chi > p.max_chi:
         return verdict(False, f"erratic (chi {chi:.1f})")
     # The same in pixels, where a blurred insect's jumps are obvious whatever its blob size.
-    rms_px = local_rms_px(track, fit, calib, p.early_window_s)
+    rms_px = local_rms_px(track, fit, calib)
     size = float(np.median(np.min(np.asarray(track.size), 1)))
     if rms_px > max(p.max_rms_px, 0.2 * size):
         return verdict(False, f"erratic ({rms_px:.1f} px rms)")
