@@ -234,9 +234,9 @@ def report_real_clips() -> None:
 
 
 def report(name: str, throw_results: list[ScenarioResult], fa_results: list[ScenarioResult]) -> dict:
-    every = [(t, e, r.scenario.fps) for r in throw_results for t, e in r.matched]
-    pairs = [(t, e) for t, e, fps in every if t.visible_frames >= MIN_VISIBLE_S * fps]
-    hidden = [e for t, e, fps in every if t.visible_frames < MIN_VISIBLE_S * fps]
+    every = [(t, e, t.visible_frames >= MIN_VISIBLE_S * r.scenario.fps) for r in throw_results for t, e in r.matched]
+    pairs = [(t, e) for t, e, in_view in every if in_view]
+    hidden = [e for _, e, in_view in every if not in_view]
     print(f"\n=== {name} ===")
     print(
         f"throws: {len(every)} in {len(throw_results)} scenes; {len(hidden)} hidden behind trees "
