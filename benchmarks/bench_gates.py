@@ -1,7 +1,7 @@
 """How many 10 fps gate cameras one machine carries with no decision lost, and their latency.
 
 Run: `python -m benchmarks.bench_gates [--heights 720 1080] [--detectors yunet_s mtcnn] [--min-face 60]
-[--workers 2 1] [--liveness on|off] [--traffic rush independent]`.
+[--workers 2 1] [--liveness on|off] [--traffic rush independent sparse] [--idle-detect-every 1 2]`.
 
 Each simulated camera replays the real walking clip (shared/data/video/facenetpt_video.mp4, a
 steady stream of people walking towards the camera: the busiest gate), re-encoded once by ffmpeg
@@ -16,6 +16,12 @@ Traffic: `rush` (default) plays the same moment of the clip at every camera, so 
 arrives within the same frame period: the worst case, where the busy frames of all cameras
 coincide. `independent` starts each camera's clip at a different moment (camera i of n rotated by
 i/n of one play), as separate gates see separate people: the same average load, bursts spread.
+Both keep 6-8 faces in view at every gate all the time. `sparse` is a gate with a life between
+crowds: each play is the clip's 4.4 s of walkers followed by 8.8 s of a street with nobody near
+the camera (MOT17-13, a moving camera in a busy street: people, but no face the gate's minimum
+detects), each camera at its own moment as in `independent`. People are in view a third of the
+time; the empty part costs its decoding and, by `GatePolicy.idle_detect_every`, detection on
+every other frame.
 
 A camera count is carried when no frame was dropped (overwritten before a worker took it) or
 skipped as stale, every camera decided exactly what one camera alone decides on the same frames
@@ -39,7 +45,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -59,6 +65,8 @@ PLAYS = 3  # the clip is 4.4 s; played 3 times, a run is long enough for start-u
 LATENCY_TARGET_MS = 100.0
 ENROL_FRAME, WALKER_AT = 40, (650, 670)  # as tests/test_gate_video.py: the walker's face in frame 40
 CROP_720 = (320, 360)  # top-left of the 1280x720 window, which holds the walker's approach
+EMPTY_STREET = "data/video/dlib_MOT17-13-SDP-raw.h265"  # `sparse` traffic's view with nobody near the gate
+EMPTY_S = 8.8  # seconds of it after each play of the clip
 Outcome = Counter[tuple[str, str, str | None]]
 # How every simulated camera stream is encoded: H.264, a key frame every 2 s.
 CAMERA_H264 = ("-c:v", "libx264", "-preset", "medium", "-g", "20", "-pix_fmt", "yuv420p")
@@ -76,24 +84,44 @@ def encode(video: Path, height: int, folder: Path) -> Path:
     return target
 
 
+def encode_frames(frames: Sequence[np.ndarray], target: Path) -> Path:
+    """Frames as a camera stream, encoded as `encode` does."""
+    height, width = frames[0].shape[:2]
+    encoder = subprocess.Popen(["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
+                                "-s", f"{width}x{height}", "-r", str(FPS), "-i", "-", *CAMERA_H264, str(target)],
+                               stdin=subprocess.PIPE)
+    assert encoder.stdin is not None
+    for image in frames:
+        encoder.stdin.write(image.tobytes())
+    encoder.stdin.close()
+    if encoder.wait() != 0:
+        raise SystemExit(f"ffmpeg failed to write {target}")
+    return target
+
+
 def rotated(stream: Path, frames: list[np.ndarray], shift: int) -> Path:
     """The stream with its first `shift` frames moved to the end, encoded as `encode` does."""
     if shift == 0:
         return stream
     target = stream.with_name(f"{stream.stem}_from{shift}.mp4")
-    if not target.exists():
-        height, width = frames[0].shape[:2]
-        encoder = subprocess.Popen(["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
-                                    "-s", f"{width}x{height}", "-r", str(FPS), "-i", "-", *CAMERA_H264,
-                                    str(target)],
-                                   stdin=subprocess.PIPE)
-        assert encoder.stdin is not None
-        for image in frames[shift:] + frames[:shift]:
-            encoder.stdin.write(image.tobytes())
-        encoder.stdin.close()
-        if encoder.wait() != 0:
-            raise SystemExit(f"ffmpeg failed to write {target}")
-    return target
+    return target if target.exists() else encode_frames(frames[shift:] + frames[:shift], target)
+
+
+def with_empty_street(stream: Path, frames: list[np.ndarray], street: Path) -> Path:
+    """`sparse` traffic's stream: each play of the clip followed by EMPTY_S seconds of the street,
+    scaled to the clip's size (the street's frames are taken on from play to play)."""
+    height, width = frames[0].shape[:2]
+    count = round(EMPTY_S * FPS)
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(street), "-vf", f"fps={FPS},scale={width}:{height}",
+                          "-frames:v", str(count * PLAYS), "-f", "rawvideo", "-pix_fmt", "bgr24", "-"],
+                         check=True, capture_output=True).stdout
+    empty = list(np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3))
+    if len(empty) < count * PLAYS:
+        raise SystemExit(f"{street} has {len(empty)} frames at {FPS:.0f} fps, {count * PLAYS} needed")
+    play = len(frames) // PLAYS
+    sparse = [image for p in range(PLAYS)
+              for image in frames[p * play:(p + 1) * play] + empty[p * count:(p + 1) * count]]
+    return encode_frames(sparse, stream.with_name(f"{stream.stem}_sparse.mp4"))
 
 
 def decode_all(stream: Path) -> list[np.ndarray]:
@@ -242,7 +270,8 @@ class Cameras:
         return self._made[shift]
 
     def playlist(self, count: int, *, traffic: str) -> list[Camera]:
-        """rush: every camera at frame 0; independent: camera i of n from i/n of one play."""
+        """rush: every camera at frame 0; independent (and sparse, on its own stream): camera i of n
+        from i/n of one play."""
         play = len(self.frames) // PLAYS
         return [self.at(0 if traffic == "rush" else i * play // count) for i in range(count)]
 
@@ -262,7 +291,7 @@ def _p(values: np.ndarray, q: float) -> str:
 
 
 def _row(label: str, run: Run) -> str:
-    return (f"{label:<32} {run.cameras:>4} {run.frames:>6} {run.dropped:>7} {run.stale:>5} {run.lost:>5} "
+    return (f"{label:<36} {run.cameras:>4} {run.frames:>6} {run.dropped:>7} {run.stale:>5} {run.lost:>5} "
             f"{run.unlocks_off:>5} "
             f"{_p(run.decision_ms, 50):>6} {_p(run.decision_ms, 99):>6} {run.frames / run.wall_s:>7.1f} "
             f"{run.cpu_s / run.wall_s:>5.2f}  {'ok' if run.ok() else 'FAIL'}")
@@ -279,16 +308,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 1], help="the runtime's worker threads")
     parser.add_argument("--liveness", choices=["on", "off"], default="on",
                         help="the MiniFASNet pair on every decision, as the service's default (required)")
-    parser.add_argument("--traffic", nargs="+", choices=["rush", "independent"], default=["rush"],
-                        help="rush: every camera at the same moment of the clip; independent: each at its own")
+    parser.add_argument("--traffic", nargs="+", choices=["rush", "independent", "sparse"], default=["rush"],
+                        help="rush: every camera at the same moment of the clip; independent: each at its own; "
+                             "sparse: as independent, with nobody near the camera two thirds of the time")
+    parser.add_argument("--idle-detect-every", type=int, nargs="+", default=[GatePolicy.idle_detect_every],
+                        help="the policy's detection stride while no face is in view (1: every frame)")
     args = parser.parse_args(argv)
     use_model_mirror()
-    policy = GatePolicy(min_face_px=float(args.min_face))
+    base_policy = GatePolicy(min_face_px=float(args.min_face))
     liveness = LivenessChecker.from_registry() if args.liveness == "on" else None
     print(f"gate cameras at {FPS:.0f} fps replaying {args.video.name} {PLAYS}x; min face {args.min_face} px; "
           f"liveness {args.liveness}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
-    print(f"{'detector / traffic / workers':<32} {'cams':>4} {'frames':>6} {'dropped':>7} {'stale':>5} {'lost':>5} "
-          f"{'unl±':>5} {'dec50':>6} {'dec99':>6} {'fps':>7} {'cores':>5}  (ms: deciding frame's arrival -> decision)")
+    print(f"{'detector / traffic / idle / workers':<36} {'cams':>4} {'frames':>6} {'dropped':>7} {'stale':>5} "
+          f"{'lost':>5} {'unl±':>5} {'dec50':>6} {'dec99':>6} {'fps':>7} {'cores':>5}  "
+          "(ms: deciding frame's arrival -> decision)")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         photos = build_analyzer("open")
@@ -297,20 +330,27 @@ def main(argv: list[str] | None = None) -> int:
             analyzer = for_gate_cameras(photos, min_face_size=args.min_face, detector=detector)
             with open_gallery(folder, analyzer) as gallery:
                 for height in args.heights:
-                    stream = encode(args.video, height, folder)
-                    frames = decode_all(stream)
-                    cameras = Cameras(analyzer, gallery.identify, policy, liveness, stream, frames)
-                    print(f"{height}p {detector}: reference decisions {dict(cameras.at(0).reference)}", flush=True)
+                    clip = encode(args.video, height, folder)
+                    clip_frames = decode_all(clip)
                     for traffic in args.traffic:
-                        for workers in args.workers:
-                            label = f"{height}p {detector} {traffic} x{workers}"
-                            playlist = functools.partial(cameras.playlist, traffic=traffic)
-                            run = functools.partial(live_run, analyzer, gallery.identify, liveness, policy,
-                                                    playlist, len(frames), workers=workers)
-                            carried, runs = capacity(run, args.counts)
-                            for run in runs:
-                                print(_row(label, run), flush=True)
-                            print(f"=> {label}: {carried} cameras carried", flush=True)
+                        stream = clip
+                        if traffic == "sparse":
+                            stream = with_empty_street(clip, clip_frames, shared / EMPTY_STREET)
+                        frames = clip_frames if stream == clip else decode_all(stream)
+                        for idle in args.idle_detect_every:
+                            policy = replace(base_policy, idle_detect_every=idle)
+                            cameras = Cameras(analyzer, gallery.identify, policy, liveness, stream, frames)
+                            setting = f"{height}p {detector} {traffic} idle/{idle}"
+                            print(f"{setting}: reference decisions {dict(cameras.at(0).reference)}", flush=True)
+                            for workers in args.workers:
+                                label = f"{setting} x{workers}"
+                                playlist = functools.partial(cameras.playlist, traffic=traffic)
+                                run = functools.partial(live_run, analyzer, gallery.identify, liveness, policy,
+                                                        playlist, len(frames), workers=workers)
+                                carried, runs = capacity(run, args.counts)
+                                for run in runs:
+                                    print(_row(label, run), flush=True)
+                                print(f"=> {label}: {carried} cameras carried", flush=True)
     print(f"load average {os.getloadavg()[0]:.1f} at end")
     return 0
 

@@ -127,3 +127,23 @@ def test_a_still_face_is_re_embedded_every_refresh_period_whatever_the_clock_rou
         if tracker.embeddings_computed > before:
             embedded.append(index)
     assert embedded == [1, 4, 7, 10, 13]  # ByteTrack confirms a track on its second frame
+
+
+def test_an_empty_view_is_looked_at_every_other_frame_and_a_face_from_its_first_frames(
+        analyzer: FaceAnalyzer, group: np.ndarray) -> None:
+    """An empty doorway costs detection on one frame in idle_detect_every; a group stepping in is
+    detected one frame later at most, then on every frame while anyone is in view."""
+    faces = analyzer.detector.detect(group)
+    tracker = GateTracker("cam", analyzer, _nobody, policy=GatePolicy(min_face_px=float(faces.shorter_side.min())),
+                          fps=10.0)
+    doorway = np.full_like(group, 128)
+    detected = []
+    for index, image in enumerate([doorway] * 5 + [group] * 6 + [doorway] * 6):
+        before = tracker.detections_run
+        tracker.step(Frame("cam", index, index / 10, image))
+        if tracker.detections_run > before:
+            detected.append(index)
+    # The group is in frames 5-10. Frame 5 follows an empty detection (4) and is skipped: the group
+    # is found on frame 6. Frame 11, the first empty one, is still looked at; then every other.
+    assert detected == [0, 2, 4, *range(6, 12), 13, 15]
+    assert len(tracker.tracks) == len(faces)

@@ -50,7 +50,11 @@ class GatePolicy:
     max_embeds_per_frame: a camera embeds (and checks liveness on) at most this many faces per
     frame, tracks with the fewest votes first; the rest wait a frame. A group walking in together
     would otherwise cost one frame several times the camera's frame period and its next frames
-    would be lost (benchmarks/bench_gates)."""
+    would be lost (benchmarks/bench_gates).
+    idle_detect_every: while the last detection found no face, faces are looked for on one frame
+    in this many. Most of a gate camera's day is an empty doorway, where detection is a frame's
+    only work; someone stepping into view is found at most idle_detect_every - 1 frames later,
+    and from then on every frame is detected until the view is empty again."""
 
     votes_needed: int = 3
     window: int = 5
@@ -61,12 +65,15 @@ class GatePolicy:
     lost_after_s: float = 1.0
     deny_after_s: float = 2.0
     max_embeds_per_frame: int = 2
+    idle_detect_every: int = 2
 
     def __post_init__(self) -> None:
         if not 1 <= self.votes_needed <= self.window:
             raise ValueError(f"need 1 <= votes_needed ({self.votes_needed}) <= window ({self.window})")
         if self.max_embeds_per_frame < 1:
             raise ValueError(f"max_embeds_per_frame must be at least 1, got {self.max_embeds_per_frame}")
+        if self.idle_detect_every < 1:
+            raise ValueError(f"idle_detect_every must be at least 1, got {self.idle_detect_every}")
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,8 @@ class GateTracker:
         self.tracker = ByteTrackTracker(lost_track_buffer=max(1, round(policy.lost_after_s * 30)), frame_rate=fps)
         self.tracks: dict[int, _Track] = {}
         self.embeddings_computed = 0
+        self.detections_run = 0
+        self._idle_frames_to_skip = 0
 
     def step(self, frame: Frame) -> list[GateDecision]:
         request, ended = self.select(frame)
@@ -142,7 +151,13 @@ class GateTracker:
 
     def select(self, frame: Frame) -> tuple[EmbedRequest, list[GateDecision]]:
         """Detect, track, and pick the faces worth embedding; also close tracks that have left."""
+        if self._idle_frames_to_skip:
+            self._idle_frames_to_skip -= 1
+            return EmbedRequest(frame, (), self._no_chips(), _NO_BOXES), self._expire(frame) + self._overdue(frame)
         faces = self.analyzer.detector.detect(frame.image)
+        self.detections_run += 1
+        if len(faces) == 0:
+            self._idle_frames_to_skip = self.policy.idle_detect_every - 1
         now = _clock(frame)
         tracked = self._track(faces, now)
         open_rows = []
