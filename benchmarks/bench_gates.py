@@ -18,10 +18,10 @@ coincide. `independent` starts each camera's clip at a different moment (camera 
 i/n of one play), as separate gates see separate people: the same average load, bursts spread.
 Both keep 6-8 faces in view at every gate all the time. `sparse` is a gate with a life between
 crowds: each play is the clip's 4.4 s of walkers followed by 8.8 s of a street with nobody near
-the camera (MOT17-13, a moving camera in a busy street: people, but no face the gate's minimum
+the camera (MOT17-13, filmed from a bus in a busy street: people, but no face the gate's minimum
 detects), each camera at its own moment as in `independent`. People are in view a third of the
-time; the empty part costs its decoding and, by `GatePolicy.idle_detect_every`, detection on
-every other frame.
+time; the empty part costs its decoding (more than a still doorway's: the whole picture moves)
+and, by `GatePolicy.idle_detect_every`, detection on every other frame.
 
 A camera count is carried when no frame was dropped (overwritten before a worker took it) or
 skipped as stale, every camera decided exactly what one camera alone decides on the same frames
