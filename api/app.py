@@ -21,8 +21,8 @@ from api.settings import Settings
 from api.uploads import BodyLimit
 from gates.gallery import DB_NAME, Gallery
 from gates.service_store import ServiceStore
-from vision.faces import FaceAnalyzer
-from vision.liveness import LivenessChecker
+from vision.faces.analyzer import FaceAnalyzer
+from vision.faces.liveness import LivenessChecker
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def _open_services(settings: Settings, metrics: Metrics, analyzer: FaceAnalyzer 
     import faiss
 
     from models import registry
-    from vision.faces import build_analyzer, for_gate_cameras
+    from vision.faces.analyzer import build_analyzer, for_gate_cameras
 
     faiss.omp_set_num_threads(1)  # gallery search is tiny; FAISS's thread pool would only fight ORT's
     if analyzer is None:

@@ -21,7 +21,7 @@ from api.schemas import API_PREFIX, MAX_ID, CameraEventOut, CameraEventPage, Cam
 from api.services import ServicesDep
 from gates.service_store import ApiKey
 from vision.cameras import CAMERA_ID_PATTERN, CameraConfig
-from vision.gate_runtime import CameraStats
+from vision.streams.stats import CameraStats
 
 router = APIRouter(prefix=API_PREFIX, tags=["cameras"], responses=responses(*AUTHENTICATED))
 CameraId = Annotated[str, Path(pattern=CAMERA_ID_PATTERN)]

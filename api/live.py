@@ -10,7 +10,7 @@ A decision from video goes the way of a photo sent to the access endpoint: the r
 raised as an alert), and only then the unlock, to the gate's command streams and the webhook. Any
 error on the way is a deny. A camera going offline or online is recorded for guards.
 
-Facade cameras run their own thread each (vision/facade_runtime.py): every throw they see is
+Facade cameras run their own thread each (vision/streams/facade_runtime.py): every throw they see is
 recorded as an alert with its floor, column and evidence files (DATA_DIR/evidence/).
 """
 
@@ -31,13 +31,14 @@ from gates.access import ERROR, Verdict, decide
 from gates.gallery import Gallery
 from gates.service_store import ServiceStore, UnknownGateError, utc_text
 from vision.cameras import CAMERA_FOLDER, CameraConfig, camera_file, load_camera_folder, save_camera
-from vision.facade_runtime import FacadeWatch
-from vision.face_tracks import GateDecision
-from vision.faces import FaceAnalyzer
-from vision.gate_runtime import GATE_ROLES, CameraStats, GateRuntime
+from vision.faces.analyzer import FaceAnalyzer
+from vision.faces.liveness import LivenessChecker
+from vision.faces.tracks import GateDecision
 from vision.images import face_crop_jpeg
-from vision.liveness import LivenessChecker
-from vision.streams import CameraEvent, check_source
+from vision.streams.facade_runtime import FacadeWatch
+from vision.streams.gate_runtime import GATE_ROLES, GateRuntime
+from vision.streams.readers import CameraEvent, check_source
+from vision.streams.stats import CameraStats
 from vision.throws import ThrowEvent
 
 log = logging.getLogger(__name__)

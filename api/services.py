@@ -16,8 +16,8 @@ from api.ratelimit import RateLimiter
 from api.settings import Settings
 from gates.gallery import Gallery
 from gates.service_store import ServiceStore
-from vision.faces import FaceAnalyzer
-from vision.liveness import LivenessChecker
+from vision.faces.analyzer import FaceAnalyzer
+from vision.faces.liveness import LivenessChecker
 
 T = TypeVar("T")
 

@@ -16,10 +16,11 @@ import yaml
 from pydantic import Field, HttpUrl, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from gatewatch.cli import DEFAULT_DATA_DIR
 from vision.cameras import CAMERA_FOLDER, CameraConfigError, load_camera_folder
 from vision.images import MAX_PIXELS
 
+# Relative to where the service (or the CLI, which takes its defaults from here) is started.
+DEFAULT_DATA_DIR = Path("gatewatch-data")
 CONFIG_NAMES = ("gatewatch.yaml", "gatewatch.yml", "gatewatch.toml")
 MiB = 1024 * 1024
 LivenessMode = Literal["required", "if_available", "off"]

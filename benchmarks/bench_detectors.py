@@ -1,7 +1,7 @@
 """Face-detector latency per 640x480 frame: MTCNN and YuNet-s at two minimum face sizes, YuNet-n.
 
 YuNet without a minimum face runs on the 640x640 letterbox as OpenCV does; with min_face 40 its
-input is shrunk to half (a 40 px face is 20 px there, see vision/yunet.py), as MTCNN's pyramid
+input is shrunk to half (a 40 px face is 20 px there, see vision/faces/yunet.py), as MTCNN's pyramid
 starts at 12 / min_face.
 
 Frames are real photos from shared/data (groups/ and faces/), centre-cropped to 4:3 and resized
@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO))
 from benchmarks.shared import SHARED  # noqa: E402
 from models.runtime import default_providers, default_threads  # noqa: E402
 from vision.detections import Detections  # noqa: E402
-from vision.mtcnn import MtcnnDetector  # noqa: E402
-from vision.yunet import YunetDetector  # noqa: E402
+from vision.faces.mtcnn import MtcnnDetector  # noqa: E402
+from vision.faces.yunet import YunetDetector  # noqa: E402
 
 FRAME_SIZE = (640, 480)
 SUFFIXES = {".jpg", ".jpeg", ".png"}

@@ -31,10 +31,10 @@ import cv2
 import numpy as np
 
 from benchmarks.shared import SHARED, use_model_mirror
-from vision.face_tracks import GatePolicy, GateTracker
-from vision.faces import build_analyzer, for_gate_cameras
-from vision.gate_analysis import open_gallery
-from vision.streams import Frame
+from gates.analysis import open_gallery
+from vision.faces.analyzer import build_analyzer, for_gate_cameras
+from vision.faces.tracks import GatePolicy, GateTracker
+from vision.frames import Frame
 
 try:
     import face_recognition

@@ -8,7 +8,7 @@ steady stream of people walking towards the camera: the busiest gate), re-encode
 as H.264 at 10 fps and played PLAYS times over: 1080p is the clip itself, 720p a 1280x720 window
 of it around the enrolled walker (a gate camera's faces are as big as the clip's; shrinking the
 frame would leave almost no face above the gate's minimum). The cameras run through the service's
-own `vision.gate_runtime.GateRuntime`: a reader thread per camera decoding its file in real time
+own `vision.streams.gate_runtime.GateRuntime`: a reader thread per camera decoding its file in real time
 and keeping only the newest frame, `--workers` processing threads, liveness as the service's
 default (on). Decoding is part of the load, as it is in the service.
 
@@ -52,13 +52,13 @@ import cv2
 import numpy as np
 
 from benchmarks.shared import SHARED, use_model_mirror
+from gates.analysis import open_gallery
 from vision.cameras import CameraConfig
-from vision.face_tracks import GateDecision, GatePolicy, GateTracker
-from vision.faces import FaceAnalyzer, build_analyzer, for_gate_cameras
-from vision.gate_analysis import open_gallery
-from vision.gate_runtime import GateRuntime
-from vision.liveness import LivenessChecker
-from vision.streams import Frame
+from vision.faces.analyzer import FaceAnalyzer, build_analyzer, for_gate_cameras
+from vision.faces.liveness import LivenessChecker
+from vision.faces.tracks import GateDecision, GatePolicy, GateTracker
+from vision.frames import Frame
+from vision.streams.gate_runtime import GateRuntime
 
 FPS = 10.0
 PLAYS = 3  # the clip is 4.4 s; played 3 times, a run is long enough for start-up not to dominate

@@ -24,7 +24,7 @@ from benchmarks.shared import use_model_mirror  # noqa: E402
 
 use_model_mirror()
 
-from vision.liveness import LivenessChecker  # noqa: E402
+from vision.faces.liveness import LivenessChecker  # noqa: E402
 
 FIXTURE = "fixture_antispoofing_bin_1.5_128.onnx"
 

@@ -19,7 +19,7 @@ import numpy as np
 from benchmarks.face_accuracy import load_people
 from gates.enrollment import EnrolmentError, enrolment_face
 from gates.gallery import Gallery
-from vision.faces import build_analyzer
+from vision.faces.analyzer import build_analyzer
 from vision.images import load_image
 
 

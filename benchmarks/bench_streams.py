@@ -10,7 +10,7 @@ while bench_gates measures live cameras with decoding and dropped frames. Rows:
   naive/seq     detect + embed every face, one camera after another (FaceAnalyzer.analyze)
   naive/batch   detect per frame, every face of every camera embedded in one batch (analyze_many)
   track/seq     ByteTrack + embed only tracks whose face got clearly better (GateTracker.step)
-  track/batch   the same, the selected chips of all cameras in one batch (face_tracks.step_many)
+  track/batch   the same, the selected chips of all cameras in one batch (vision.faces.tracks.step_many)
 Latency is tick start -> that frame's results, p50/p99 over all frames. cams@10fps is throughput
 / 10 with this process's threads (decoding not counted); the ratios at the end are measured in
 the same run, modes taking turns tick by tick so that a busy neighbour slows all alike.
@@ -30,11 +30,11 @@ import numpy as np
 
 from benchmarks.bench_gates import FPS, decode_all, encode
 from benchmarks.shared import SHARED, use_model_mirror
+from gates.analysis import open_gallery
 from gates.gallery import Gallery
-from vision.face_tracks import GatePolicy, GateTracker, step_many
-from vision.faces import FaceAnalyzer, build_analyzer, for_gate_cameras
-from vision.gate_analysis import open_gallery
-from vision.streams import Frame
+from vision.faces.analyzer import FaceAnalyzer, build_analyzer, for_gate_cameras
+from vision.faces.tracks import GatePolicy, GateTracker, step_many
+from vision.frames import Frame
 
 Process = Callable[[list[Frame]], list[float]]  # one tick's frames -> per frame, seconds until done
 

@@ -36,8 +36,8 @@ from benchmarks.throw_scenarios import (
     make_scenario,
 )
 from vision.cameras import FacadeSettings
-from vision.facade import homography_from_corners
 from vision.throws import ThrowDetector, ThrowEvent
+from vision.throws.facade import homography_from_corners
 
 SEED_SETS = {"tuning": TUNING_SEEDS, "validation": VALIDATION_SEEDS, "fresh": FRESH_SEEDS}
 SIZE_BINS = ((2, 5), (5, 10), (10, 20), (20, 31))

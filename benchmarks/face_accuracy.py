@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from gates.gallery import Gallery
-from vision.faces import FaceAnalyzer
+from vision.faces.analyzer import FaceAnalyzer
 from vision.images import ImageError, load_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -210,7 +210,7 @@ def calibrate(samples: Sequence[Sample], max_far: float = 0.01) -> tuple[float, 
 
 def main(argv: list[str] | None = None) -> int:
     from models import registry
-    from vision.faces import build_analyzer
+    from vision.faces.analyzer import build_analyzer
 
     repo = Path(__file__).resolve().parents[1]
     parser = argparse.ArgumentParser(description=__doc__)

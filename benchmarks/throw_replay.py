@@ -6,7 +6,7 @@ on them in seconds instead of minutes.
 
 Rendering a scene and segmenting its motion take ~90 % of a benchmark run, and neither depends
 on the tracker or the physics tests, so a recording of every frame's blobs replays exactly what
-bench_throws would score, as long as vision/motion.py and the generator are unchanged (record
+bench_throws would score, as long as vision/throws/motion.py and the generator are unchanged (record
 again after changing either). A tuning aid only: the figures to report come from fresh
 end-to-end runs of bench_throws, and the fresh seed set is never recorded here.
 """
@@ -35,8 +35,8 @@ from benchmarks.bench_throws import (
 )
 from benchmarks.throw_scenarios import TUNING_SEEDS, VALIDATION_SEEDS, Scenario
 from vision.cameras import FacadeSettings
-from vision.motion import MotionFrame
 from vision.throws import ThrowDetector, ThrowEvent
+from vision.throws.motion import MotionFrame
 
 TUNABLE_SETS = {"tuning": TUNING_SEEDS, "validation": VALIDATION_SEEDS}
 

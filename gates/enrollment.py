@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from gates.gallery import Gallery, Resident
-from vision.faces import FaceAnalyzer
+from vision.faces.analyzer import FaceAnalyzer
+from vision.faces.quality import FaceQuality
 from vision.images import ImageError, load_image
-from vision.quality import FaceQuality
 
 
 class EnrolmentError(ValueError):

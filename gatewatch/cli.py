@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-DEFAULT_DATA_DIR = Path("gatewatch-data")
+from api.settings import DEFAULT_DATA_DIR
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 # Open-set thresholds for user-supplied ArcFace-format models, whose calibration we cannot know.
 USER_MODEL_THRESHOLD, USER_MODEL_MARGIN = 0.35, 0.05
@@ -27,7 +28,7 @@ def _face_options(parser: argparse.ArgumentParser) -> None:
 def _open(args: argparse.Namespace, *, autosave: bool = True):
     from gates.gallery import Gallery
     from models import registry
-    from vision.faces import build_analyzer
+    from vision.faces.analyzer import build_analyzer
 
     analyzer = build_analyzer(args.pack, min_face_size=args.min_face, detector_path=args.detector,
                               embedder_path=args.embedder)
@@ -191,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_cmd_serve)
 
-    from vision.analyze import add_analyze_arguments, run_analyze
+    from gatewatch.analyze import add_analyze_arguments, run_analyze
 
     analyze = sub.add_parser("analyze", help="run a camera's role over a video file (facade: throw detection)")
     add_analyze_arguments(analyze)

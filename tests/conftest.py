@@ -52,10 +52,10 @@ def east_asian_dir(shared_data: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def liveness_pair(shared_models: Path):  # -> vision.liveness.LivenessChecker (imported lazily: conftest stays light)
+def liveness_pair(shared_models: Path):  # -> vision.faces.liveness.LivenessChecker (lazy: conftest stays light)
     """The MiniFASNet pair from the mirror, or a skip naming the missing weights."""
     from models.registry import ModelNotFoundError
-    from vision.liveness import LivenessChecker
+    from vision.faces.liveness import LivenessChecker
 
     try:
         return LivenessChecker.from_registry(allow_download=False)
@@ -65,7 +65,7 @@ def liveness_pair(shared_models: Path):  # -> vision.liveness.LivenessChecker (i
 
 @pytest.fixture(scope="session")
 def analyzer():  # -> vision.faces.FaceAnalyzer: the open pack, built once for every test that reads faces
-    from vision.faces import build_analyzer
+    from vision.faces.analyzer import build_analyzer
 
     return build_analyzer("open")
 

@@ -1,4 +1,4 @@
-"""Alignment to each embedder's chip geometry (vision/align.py).
+"""Alignment to each embedder's chip geometry (vision/faces/align.py).
 
 dlib's chips are checked against dlib's get_face_chip on the real photos of shared/data/faces;
 ArcFace chips against the template and insightface's norm_crop. Tests needing the photos,
@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vision.align import (
+from vision.faces.align import (
     ARCFACE_TEMPLATE,
     DLIB_CHIP_TEMPLATE,
     arcface_transforms,
@@ -186,7 +186,7 @@ def test_arcface_aligns_real_faces(faces_dir: Path, shared_models: Path) -> None
     from insightface.utils.face_align import norm_crop
 
     from vision.detections import Detections
-    from vision.faces import ArcFaceAligner
+    from vision.faces.analyzer import ArcFaceAligner
 
     residuals, off = [], []
     for path in sorted(faces_dir.glob("*/*.jpg"))[::9]:

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.settings import Settings
 from models import registry
-from vision.faces import build_analyzer
+from vision.faces.analyzer import build_analyzer
 
 ADMIN = "accuracy-admin-key-0123456789"
 A = {"X-API-Key": ADMIN}

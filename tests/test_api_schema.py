@@ -23,7 +23,7 @@ from schemathesis.checks import (
 
 from api.app import create_app
 from api.settings import Settings
-from vision.faces import build_analyzer
+from vision.faces.analyzer import build_analyzer
 
 ADMIN = "schema-admin-key-0123456789"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

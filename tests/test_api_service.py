@@ -16,7 +16,7 @@ from conftest import ADMIN_KEY, service_client
 from fastapi.testclient import TestClient
 
 from gates.gallery import DB_NAME
-from vision.faces import FaceAnalyzer
+from vision.faces.analyzer import FaceAnalyzer
 
 ADMIN = ADMIN_KEY
 A = {"X-API-Key": ADMIN}

@@ -17,7 +17,7 @@ from spoof_renders import screen_replay
 
 from api.live import CameraError
 from api.settings import SettingsError, load_settings
-from vision.faces import FaceAnalyzer
+from vision.faces.analyzer import FaceAnalyzer
 
 ADMIN = ADMIN_KEY
 A = {"X-API-Key": ADMIN}

@@ -28,9 +28,9 @@ from walker_clip import VIDEO, walker_photo, write_clip
 from api.app import create_app
 from api.settings import Settings
 from api.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from gates.analysis import open_gallery
 from models import registry
-from vision.faces import FaceAnalyzer
-from vision.gate_analysis import open_gallery
+from vision.faces.analyzer import FaceAnalyzer
 
 pytestmark = pytest.mark.skipif(not VIDEO.is_file(), reason=f"shared video not available at {VIDEO}")
 

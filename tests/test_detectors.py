@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 from vision.detections import Detections
-from vision.faces import gate_detector
-from vision.mtcnn import MtcnnDetector
+from vision.faces.analyzer import gate_detector
+from vision.faces.mtcnn import MtcnnDetector
+from vision.faces.yunet import YunetDetector
 from vision.nms import iou_matrix, nms
-from vision.yunet import YunetDetector
 
 MATCH_IOU = 0.3
 DETECTORS = ("mtcnn", "yunet_s", "yunet_n")

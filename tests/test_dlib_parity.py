@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from benchmarks.face_accuracy import Sample, leave_one_out_rank1, load_people, verification_accuracy
-from vision.faces import build_analyzer
+from vision.faces.analyzer import build_analyzer
 from vision.images import load_image
 
 dlib = pytest.importorskip("dlib", reason="dlib-bin is not installed")

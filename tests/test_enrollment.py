@@ -8,7 +8,7 @@ import cv2
 import pytest
 
 from gates.enrollment import EnrolmentError, enrolment_face
-from vision.faces import FaceAnalyzer, build_analyzer
+from vision.faces.analyzer import FaceAnalyzer, build_analyzer
 from vision.images import load_image
 
 

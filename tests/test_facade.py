@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.throw_scenarios import make_scenario
 from vision.cameras import CameraConfigError, FacadeSettings, dump_camera, load_camera
-from vision.facade import FacadeCalibration, homography_from_corners
+from vision.throws.facade import FacadeCalibration, homography_from_corners
 
 FACADE = "id: f\nrole: facade\nsource: a.mp4\nfacade: "
 CORNERS = [[100, 1000], [900, 980], [820, 80], [160, 60]]  # bl, br, tr, tl: a keystoned tower

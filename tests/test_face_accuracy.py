@@ -11,7 +11,7 @@ import pytest
 
 from benchmarks.face_accuracy import calibrate, embed_people, leave_one_out_rank1, load_people, two_fold_open_set
 from models import registry
-from vision.faces import FaceAnalyzer, build_analyzer
+from vision.faces.analyzer import FaceAnalyzer, build_analyzer
 
 
 @pytest.fixture(scope="module")

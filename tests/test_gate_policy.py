@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from gates.gallery import Match
-from vision.face_tracks import GateDecision, GatePolicy, GateTracker
-from vision.faces import FaceAnalyzer
-from vision.liveness import LivenessChecker, LivenessResult
-from vision.streams import Frame
+from vision.faces.analyzer import FaceAnalyzer
+from vision.faces.liveness import LivenessChecker, LivenessResult
+from vision.faces.tracks import GateDecision, GatePolicy, GateTracker
+from vision.frames import Frame
 
 
 @pytest.fixture(scope="module")

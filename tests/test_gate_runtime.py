@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 from walker_clip import VIDEO, walker_photo, write_clip
 
+from gates.analysis import open_gallery
 from vision.cameras import CameraConfig
-from vision.face_tracks import GateDecision
-from vision.faces import FaceAnalyzer
-from vision.gate_analysis import open_gallery
-from vision.gate_runtime import CameraStats, GateRuntime
-from vision.streams import Backoff, CameraEvent
+from vision.faces.analyzer import FaceAnalyzer
+from vision.faces.tracks import GateDecision
+from vision.streams.gate_runtime import GateRuntime
+from vision.streams.readers import Backoff, CameraEvent
+from vision.streams.stats import CameraStats
 
 pytestmark = pytest.mark.skipif(not VIDEO.is_file(), reason=f"shared video not available at {VIDEO}")
 

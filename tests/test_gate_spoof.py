@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from spoof_renders import printed_photo, screen_replay
 
+from gates.analysis import open_gallery
 from gates.gallery import Gallery
-from vision.face_tracks import GateDecision, GateTracker
-from vision.faces import FaceAnalyzer
-from vision.gate_analysis import open_gallery
-from vision.liveness import LivenessChecker
-from vision.streams import Frame
+from vision.faces.analyzer import FaceAnalyzer
+from vision.faces.liveness import LivenessChecker
+from vision.faces.tracks import GateDecision, GateTracker
+from vision.frames import Frame
 
 PEOPLE = 6
 CLIP_FRAMES = 12

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from walker_clip import VIDEO, walker_photo
 
+from gates.analysis import analyze_gate_video, open_gallery
 from models import registry
 from vision.cameras import CameraConfig
-from vision.face_tracks import GateDecision, GatePolicy
-from vision.faces import FaceAnalyzer, for_gate_cameras
-from vision.gate_analysis import analyze_gate_video, open_gallery
-from vision.liveness import LivenessChecker
+from vision.faces.analyzer import FaceAnalyzer, for_gate_cameras
+from vision.faces.liveness import LivenessChecker
+from vision.faces.tracks import GateDecision, GatePolicy
 
 pytestmark = pytest.mark.skipif(not VIDEO.is_file(), reason="shared video not available")
 

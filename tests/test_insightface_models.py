@@ -14,7 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from models.insightface_models import ScrfdDetector, UnsupportedModelError, load_arcface_embedder
+from vision.faces.insightface_models import ScrfdDetector, UnsupportedModelError, load_arcface_embedder
 
 SIZE = 640
 STRIDES = (8, 16, 32)
@@ -87,9 +87,9 @@ def test_wrong_formats_are_refused(tmp_path: Path, shared_models: Path) -> None:
 
 def test_standard_pack_detector_with_a_user_embedder(shared_models: Path, faces_dir: Path) -> None:
     """YuNet (from the mirror) + an ArcFace-format file: the standard pack's path minus SFace."""
-    from vision.faces import build_analyzer
+    from vision.faces.analyzer import build_analyzer
+    from vision.faces.yunet import YunetDetector
     from vision.images import load_image
-    from vision.yunet import YunetDetector
 
     analyzer = build_analyzer("standard", embedder_path=shared_models / "fixture_mobilefacenet_128d.onnx")
     assert isinstance(analyzer.detector, YunetDetector) and analyzer.aligner.size == 112

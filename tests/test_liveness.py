@@ -17,8 +17,8 @@ import pytest
 from spoof_renders import printed_photo, screen_replay
 
 from models.registry import ModelNotFoundError
-from vision.faces import FaceDetector, build_analyzer
-from vision.liveness import (
+from vision.faces.analyzer import FaceDetector, build_analyzer
+from vision.faces.liveness import (
     LivenessChecker,
     LivenessMember,
     letterbox_square_crop,

@@ -22,7 +22,7 @@ from models.minifasnet import (
     read_legacy_checkpoint,
 )
 from models.runtime import OrtModel
-from vision.liveness import PAIR_SCALES, scaled_crop
+from vision.faces.liveness import PAIR_SCALES, scaled_crop
 
 CHECKPOINTS = {"minifasnet_v2": ("minifasnet_v2_2.7_80x80.pth", 334),
                "minifasnet_v1se": ("minifasnet_v1se_4.0_80x80.pth", 370)}
@@ -49,7 +49,7 @@ def weights(pth: Path) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def face_crop(faces_dir: Path, model_id: str) -> np.ndarray:
     """A real face at the model's own crop scale, (1,3,80,80) BGR 0..255."""
-    from vision.faces import build_analyzer
+    from vision.faces.analyzer import build_analyzer
 
     image = cv2.imread(str(faces_dir / "barack_obama" / "facerec_obama.jpg"))
     faces = build_analyzer("open").detector.detect(image).largest_first()

@@ -11,7 +11,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vision.motion import MotionParams, MotionSegmenter
+from vision.throws.motion import MotionParams, MotionSegmenter
 
 W, H = 320, 240
 WALL = (200, 200, 200)

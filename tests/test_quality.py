@@ -8,8 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vision.faces import build_analyzer
-from vision.quality import assess, score_ceiling
+from vision.faces.analyzer import build_analyzer
+from vision.faces.quality import assess, score_ceiling
 
 
 def test_the_ceiling_bounds_the_score_on_real_faces(faces_dir: Path) -> None:

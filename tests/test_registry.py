@@ -80,7 +80,7 @@ def test_open_pack_runs_with_the_network_cut_off(monkeypatch: pytest.MonkeyPatch
     """The default pack builds and analyses a photo with every socket connection refused."""
     import socket
 
-    from vision.faces import build_analyzer
+    from vision.faces.analyzer import build_analyzer
     from vision.images import load_image
 
     def refuse(*args: object, **kwargs: object) -> None:

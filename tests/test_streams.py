@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA
 
-from vision.streams import Backoff, CameraEvent, CameraStream, SourceError
+from vision.streams.readers import Backoff, CameraEvent, CameraStream, SourceError
 
 VIDEO = SHARED_DATA / "video" / "facenetpt_video.mp4"
 

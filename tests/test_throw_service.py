@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from benchmarks.bench_throws import real_clip_facade
 from benchmarks.throw_scenarios import VALIDATION_SEEDS, make_scenario, write_scenario
 from vision.cameras import CAMERA_FOLDER, load_camera, save_camera
-from vision.faces import FaceAnalyzer
+from vision.faces.analyzer import FaceAnalyzer
 
 ADMIN = ADMIN_KEY
 A = {"X-API-Key": ADMIN}

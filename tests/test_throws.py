@@ -30,13 +30,13 @@ from benchmarks.throw_scenarios import (
     make_scenario,
     write_scenario,
 )
-from vision.analyze import add_analyze_arguments, run_analyze
+from gatewatch.analyze import add_analyze_arguments, run_analyze
 from vision.cameras import FacadeSettings
-from vision.facade import FacadeCalibration, homography_from_corners
-from vision.motion import Blobs
 from vision.throws import ThrowDetector, ThrowEvent
 from vision.throws.arc import ArcParams, BlobHistory, regrow
 from vision.throws.detector import _concat
+from vision.throws.facade import FacadeCalibration, homography_from_corners
+from vision.throws.motion import Blobs
 from vision.throws.origin import Origin, estimate_origin
 from vision.throws.physics import (
     PhysicsParams,

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from conftest import SHARED_DATA
 
-from vision.faces import FaceAnalyzer
+from vision.faces.analyzer import FaceAnalyzer
 
 VIDEO = SHARED_DATA / "video" / "facenetpt_video.mp4"
 ENROL_FRAME = 40

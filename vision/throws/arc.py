@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vision.facade import FacadeCalibration
-from vision.motion import Blobs
+from vision.throws.facade import FacadeCalibration
+from vision.throws.motion import Blobs
 from vision.throws.tracker import Track
 
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from vision.cameras import FacadeSettings
-from vision.facade import FacadeCalibration
-from vision.motion import MotionFrame, MotionParams, MotionSegmenter
 from vision.throws.arc import ArcParams, BlobHistory, regrow
 from vision.throws.events import ThrowEvent
+from vision.throws.facade import FacadeCalibration
+from vision.throws.motion import MotionFrame, MotionParams, MotionSegmenter
 from vision.throws.origin import estimate_origin
 from vision.throws.physics import (
     PhysicsParams,

@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vision.facade import FacadeCalibration
 from vision.throws.events import ThrowEvent
+from vision.throws.facade import FacadeCalibration
 
 
 def draw_trajectory(

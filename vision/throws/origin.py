@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vision.facade import FacadeCalibration
+from vision.throws.facade import FacadeCalibration
 from vision.throws.physics import TrajectoryFit
 
 

@@ -15,8 +15,8 @@ from functools import partial
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from vision.facade import FacadeCalibration
-from vision.motion import Blobs
+from vision.throws.facade import FacadeCalibration
+from vision.throws.motion import Blobs
 
 G = 9.81
 NOMINAL_FLOOR_H = 3.0  # metres; residential floors are 2.8-3.3 m

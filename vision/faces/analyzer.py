@@ -17,10 +17,10 @@ import numpy as np
 
 from models.preprocess import Preprocess
 from models.runtime import OrtModel
-from vision.align import arcface_transforms, dlib_chip_transforms, rect_from_landmarks, warp_chips
 from vision.detections import Detections
-from vision.landmarks import ShapePredictor
-from vision.quality import FaceQuality, QualityLimits, assess
+from vision.faces.align import arcface_transforms, dlib_chip_transforms, rect_from_landmarks, warp_chips
+from vision.faces.landmarks import ShapePredictor
+from vision.faces.quality import FaceQuality, QualityLimits, assess
 
 
 class FaceDetector(Protocol):
@@ -154,7 +154,7 @@ def build_analyzer(pack: str = "open", *, min_face_size: int = 40, detector: str
     gate cameras where it is available offline (several times cheaper than MTCNN, benchmarks/bench_gates).
     """
     from models import registry
-    from models.insightface_models import load_arcface_embedder, load_scrfd_detector
+    from vision.faces.insightface_models import load_arcface_embedder, load_scrfd_detector
 
     spec = registry.get_pack(pack)
     if detector_path is not None:
@@ -210,8 +210,8 @@ def for_gate_cameras(analyzer: FaceAnalyzer, pack: str = "open", *, min_face_siz
 
 def _registry_detector(model_id: str, min_face_size: int, allow_download: bool | None) -> FaceDetector:
     from models import registry
-    from vision.mtcnn import MtcnnDetector
-    from vision.yunet import YunetDetector
+    from vision.faces.mtcnn import MtcnnDetector
+    from vision.faces.yunet import YunetDetector
 
     entry = registry.get_entry(model_id)
     if entry.kind != "detector":

@@ -24,7 +24,7 @@ from onnx import numpy_helper
 
 from models.runtime import OrtModel
 from vision.detections import Detections
-from vision.mtcnn import as_bgr_image
+from vision.faces.mtcnn import as_bgr_image
 from vision.nms import nms
 
 STRIDES = (8, 16, 32)

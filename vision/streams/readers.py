@@ -14,12 +14,14 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
+
+from vision.frames import Frame
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +30,6 @@ os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
 
 EventType = Literal["camera_offline", "camera_online"]
 _NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
-
-
-@dataclass(frozen=True)
-class Frame:
-    """index counts frames decoded by this camera since start (gaps = frames skipped by a slow
-    consumer); timestamp is wall-clock time of decode for live sources, media time for files.
-    arrived is the monotonic clock when the frame was made (decoded), for latency on any source."""
-
-    camera_id: str
-    index: int
-    timestamp: float
-    image: np.ndarray
-    arrived: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)

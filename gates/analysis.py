@@ -14,10 +14,10 @@ import cv2
 from gates.gallery import Gallery
 from models import registry
 from vision.cameras import CameraConfig
-from vision.face_tracks import GateDecision, GatePolicy, GateTracker
-from vision.faces import FaceAnalyzer, build_analyzer, for_gate_cameras
-from vision.liveness import LivenessChecker
-from vision.streams import Frame
+from vision.faces.analyzer import FaceAnalyzer, build_analyzer, for_gate_cameras
+from vision.faces.liveness import LivenessChecker
+from vision.faces.tracks import GateDecision, GatePolicy, GateTracker
+from vision.frames import Frame
 
 
 def open_gallery(data_dir: Path, analyzer: FaceAnalyzer, pack: str = "open") -> Gallery:
@@ -33,7 +33,7 @@ def analyze_gate_video(video: str | Path, camera: CameraConfig, data_dir: str | 
                        max_frames: int | None = None) -> Iterator[GateDecision]:
     """Yield access decisions as they are made. stride > 1 analyses every stride-th frame (long
     recordings). `liveness`: the checker the live service would use (None: no liveness check). The
-    default analyzer is the live service's for gate cameras (`faces.for_gate_cameras`)."""
+    default analyzer is the live service's for gate cameras (`vision.faces.analyzer.for_gate_cameras`)."""
     if camera.role not in ("gate", "door"):
         raise ValueError(f"camera {camera.id!r} has role {camera.role!r}, not a gate or door camera")
     policy = policy or GatePolicy()

@@ -7,7 +7,7 @@ of the cascade was used before; it took 6-8 ms a face against dlib's 1 ms, which
 was a quarter of each frame's time (benchmarks/bench_gates).
 
 Boxes are dlib rectangles: (left, top, right, bottom), right and bottom inclusive, which
-`vision.align.rect_from_landmarks` makes from another detector's five points.
+`vision.faces.align.rect_from_landmarks` makes from another detector's five points.
 """
 
 from __future__ import annotations

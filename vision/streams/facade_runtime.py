@@ -20,8 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vision.cameras import CameraConfig
-from vision.gate_runtime import CameraStats
-from vision.streams import CameraEvent, CameraStream, Frame
+from vision.frames import Frame
+from vision.streams.readers import CameraEvent, CameraStream
+from vision.streams.stats import CameraStats
 from vision.throws import ThrowDetector, ThrowEvent
 from vision.throws.evidence import EvidenceRecorder
 

@@ -11,7 +11,7 @@ and a new approach. Tracks come from ByteTrack (Roboflow's ``trackers``), fed wi
 With a liveness checker, a track that has named a resident (one a door could open for) is also
 checked for a presentation attack (a photo or a screen held up to the camera) on every frame it
 is embedded on from then on, and the pooled verdict over the track
-(`vision.liveness.track_verdict`) must say "real" before a match unlocks. Fail secure: a track
+(`vision.faces.liveness.track_verdict`) must say "real" before a match unlocks. Fail secure: a track
 whose liveness is still unconfirmed when it would have to decide is denied as "spoof", and a
 track that liveness calls a spoof is denied as soon as it does. A track nobody matches is denied
 as unknown whatever liveness would say, so it is not checked: at a busy gate most faces are
@@ -23,20 +23,35 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import supervision as sv
 from trackers import ByteTrackTracker
 
-from gates.gallery import Match
 from vision.detections import Detections
-from vision.faces import FaceAnalyzer
-from vision.liveness import LivenessChecker, track_verdict
-from vision.quality import assess, score_ceiling
-from vision.streams import Frame
+from vision.faces.analyzer import FaceAnalyzer
+from vision.faces.liveness import LivenessChecker, track_verdict
+from vision.faces.quality import assess, score_ceiling
+from vision.frames import Frame
 
-Identify = Callable[[np.ndarray], list[Match | None]]
+
+class Identity(Protocol):
+    """A vote that names someone: what the tracks need of an identification (the gallery's
+    `gates.gallery.Match` is one). Whom to name is the caller's business, through `Identify`."""
+
+    @property
+    def resident_id(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def similarity(self) -> float: ...
+
+
+# One result per embedding, in order: the resident it names, or None for nobody.
+Identify = Callable[[np.ndarray], Sequence[Identity | None]]
 
 
 @dataclass(frozen=True)
@@ -88,7 +103,7 @@ class GateDecision:
     time: float
     decision: Literal["unlock", "deny"]
     reason: Literal["matched", "unknown", "spoof"]
-    match: Match | None
+    match: Identity | None
     similarity: float | None
     liveness: float | None = None
     chip: np.ndarray | None = field(default=None, repr=False, compare=False)
@@ -105,7 +120,7 @@ class GateDecision:
 class _Track:
     track_id: int
     last_seen: float
-    votes: deque[Match | None]
+    votes: deque[Identity | None]
     best_quality: float = 0.0
     best_chip: np.ndarray | None = None
     last_embed: float = float("-inf")
@@ -298,7 +313,7 @@ class GateTracker:
         liveness = None if self.liveness is None or not track.real else round(float(np.median(track.real)), 4)
         out_of_time = ending or (track.first_vote is not None
                                  and _elapsed(track.first_vote, frame) >= policy.deny_after_s)
-        by_resident: dict[int, list[Match]] = {}
+        by_resident: dict[int, list[Identity]] = {}
         for match in track.votes:
             if match is not None:
                 by_resident.setdefault(match.resident_id, []).append(match)

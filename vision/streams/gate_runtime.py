@@ -1,10 +1,10 @@
 """The live gate pipeline: every gate/door camera read on its own thread, decided by a few workers.
 
-Readers (vision/streams.py) keep only each camera's newest frame. Each camera belongs to one of
+Readers (vision/streams/readers.py) keep only each camera's newest frame. Each camera belongs to one of
 `workers` processing threads (one per core by default; a new camera goes to the worker with the
 fewest). A worker wakes when any of its cameras has a new frame, takes the newest frame of every
 one that has one, and runs them as one micro-batch through the face tracks
-(`face_tracks.step_many`: detection per frame, the chips of those cameras embedded in one call).
+(`vision.faces.tracks.step_many`: detection per frame, the chips of those cameras embedded in one call).
 Half of a frame's work is ONNX Runtime, OpenCV and dlib, which let other threads run, so a second
 worker keeps the second core busy while the first is in Python, and a camera whose frame is slow
 (a group walking in) holds up only its own worker's cameras (benchmarks/bench_gates compares
@@ -25,16 +25,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from vision.cameras import CameraConfig
-from vision.face_tracks import GateDecision, GatePolicy, GateTracker, Identify, step_many
-from vision.faces import FaceAnalyzer
-from vision.liveness import LivenessChecker
-from vision.streams import Backoff, CameraEvent, CameraStream, Frame
+from vision.faces.analyzer import FaceAnalyzer
+from vision.faces.liveness import LivenessChecker
+from vision.faces.tracks import GateDecision, GatePolicy, GateTracker, Identify, step_many
+from vision.frames import Frame
+from vision.streams.readers import Backoff, CameraEvent, CameraStream
+from vision.streams.stats import CameraStats
 
 log = logging.getLogger(__name__)
 
@@ -47,30 +48,6 @@ DEFAULT_BACKOFF = Backoff()
 
 OnDecision = Callable[[GateDecision, float], None]
 OnCameraEvent = Callable[[CameraEvent], None]
-
-
-@dataclass(frozen=True)
-class CameraStats:
-    """One camera as the runtime sees it. ended: a file camera played to its end and every track
-    it saw is decided; frames_dropped: decoded but overwritten before the runtime took them
-    (processing slower than the camera); frames_stale: taken but too old to decide on; latency
-    percentiles in ms from frame arrival to decision, None before any decision."""
-
-    camera_id: str
-    gate_id: int | None
-    online: bool | None
-    ended: bool
-    fps: float
-    decode_ms: float
-    frames_decoded: int
-    frames_dropped: int
-    frames_stale: int
-    frames_processed: int
-    disconnects: int
-    decisions: int
-    errors: int
-    latency_p50_ms: float | None
-    latency_p99_ms: float | None
 
 
 class _Camera:

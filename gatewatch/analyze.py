@@ -103,9 +103,9 @@ def _emit(events: list, recorder: EvidenceRecorder | None, as_json: bool) -> int
 
 def _run_gate(args: argparse.Namespace, camera: CameraConfig) -> int:
     """Access decisions of a gate camera over the video, against the gallery in --data-dir."""
+    from gates.analysis import analyze_gate_video
     from models.registry import ModelNotFoundError
-    from vision.gate_analysis import analyze_gate_video
-    from vision.liveness import LivenessChecker
+    from vision.faces.liveness import LivenessChecker
 
     liveness = None
     if args.liveness != "off":

@@ -30,7 +30,7 @@ def load_arcface_embedder(path: str | Path):
     """An Embedder for an ArcFace-format file (square >= 112 input, one embedding output)."""
     from insightface.model_zoo.arcface_onnx import ArcFaceONNX
 
-    from vision.faces import Embedder
+    from vision.faces.analyzer import Embedder
 
     path = _existing(path)
     model = OrtModel(path)
