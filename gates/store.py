@@ -394,6 +394,20 @@ class Store:
                 (json.dumps([int(i) for i in face_ids]),))
             return {face_id: (resident_id, name) for face_id, resident_id, name in rows}
 
+    def embeddings_of(self, resident_ids: Sequence[int], model_id: str) -> dict[int, np.ndarray]:
+        """resident_id -> (n, dim) embeddings of that resident's templates of the model, for those of
+        `resident_ids` that have any."""
+        with self._transaction("DEFERRED") as conn:
+            dim = _state(conn, model_id).dim
+            rows = conn.execute("SELECT resident_id, embedding FROM faces WHERE model_id = ? AND resident_id IN "
+                                "(SELECT value FROM json_each(?)) ORDER BY face_id",
+                                (model_id, json.dumps([int(i) for i in resident_ids]))).fetchall()
+        out: dict[int, list[bytes]] = {}
+        for resident_id, blob in rows:
+            out.setdefault(resident_id, []).append(blob)
+        return {rid: np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim).astype(np.float32)
+                for rid, blobs in out.items()}
+
     def snapshot(self, model_id: str) -> tuple[ModelState, np.ndarray, np.ndarray]:
         """(state, face_ids (N,), embeddings (N, dim)) read in one transaction, so they agree."""
         with self._transaction("DEFERRED") as conn:

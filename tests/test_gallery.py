@@ -100,13 +100,24 @@ def test_add_identify_remove_without_rebuild(tmp_path, rng, count_builds):
     assert count_builds == []
 
 
-def test_best_template_of_each_resident_counts(tmp_path, rng):
+def test_a_resident_is_scored_against_the_mean_of_their_templates(tmp_path, rng):
+    """The fused template, not the closest single photo: a probe equal to one of two photos scores
+    the cosine to their normalised mean, and names that photo as the closest template."""
     centre = unit(rng)
+    other = near(centre, 0.3, rng)
     with open_gallery(tmp_path) as g:
-        resident, faces = g.add_resident_with_faces("Carol", np.vstack([near(centre, 0.3, rng), centre]))
+        resident, faces = g.add_resident_with_faces("Carol", np.vstack([other, centre]))
         (match,) = g.identify(centre)
-        assert match.face_id == faces[1] and match.similarity == pytest.approx(1.0, abs=1e-5)
+        fused = (other[0] + centre[0]) / np.linalg.norm(other[0] + centre[0])
+        assert match.face_id == faces[1]
+        assert match.similarity == pytest.approx(float(fused @ centre[0]), abs=1e-5)
+        assert match.similarity < 0.999
         assert [f.face_id for f in g.faces_of(resident.id)] == faces
+        # a third photo moves the fused template at once
+        g.add_faces(resident.id, centre)
+        (match,) = g.identify(centre)
+        fused = (other[0] + 2 * centre[0]) / np.linalg.norm(other[0] + 2 * centre[0])
+        assert match.similarity == pytest.approx(float(fused @ centre[0]), abs=1e-5)
 
 
 def test_many_templates_of_one_resident_do_not_hide_the_runner_up(tmp_path, rng):
