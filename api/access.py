@@ -2,7 +2,8 @@
 
 Fails secure: whatever goes wrong after the upload is accepted (models, gallery, rules, the
 record itself) answers deny with reason "error", never an unlock and never a 5xx the controller
-might misread. An unlock is only sent once its event is committed. Where the liveness model is
+might misread. An unlock is only sent once its event is committed. Liveness required without its
+model is a deny with its own reason, "liveness_unavailable". Where the liveness model is
 loaded, the face is checked on this one frame (the reference rule: "real" is the likeliest class)
 and a photo or screen held up is a deny with reason "spoof" and an alert.
 """
@@ -23,7 +24,7 @@ from api.errors import AUTHENTICATED, ApiError, responses
 from api.schemas import API_PREFIX, MAX_ID, AccessDecision, ResidentRef
 from api.services import Services, ServicesDep
 from api.uploads import read_image
-from gates.access import ERROR, NO_FACE, Verdict, decide
+from gates.access import ERROR, LIVENESS_UNAVAILABLE, NO_FACE, Verdict, decide
 from gates.gallery import Match
 from gates.service_store import ApiKey
 from vision.images import ImageError, decode_image, face_crop_jpeg
@@ -50,7 +51,7 @@ def _look(services: Services, data: bytes, gate_id: int, now: datetime) -> Look:
     with metrics.stage("decode"):
         image = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
     if services.live.refuses_all:
-        return Look(ERROR)  # liveness is required and there is no model to check it with
+        return Look(LIVENESS_UNAVAILABLE)
     with metrics.stage("analyze"):
         faces = services.analyzer.analyze(image, max_faces=1)  # the largest face: the one at the gate
     if len(faces) == 0:

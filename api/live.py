@@ -27,8 +27,9 @@ from api.metrics import Metrics
 from api.schemas import ResidentRef, UnlockCommand
 from api.settings import Settings
 from api.webhook import WebhookSender
-from gates.access import ERROR, Verdict, decide
+from gates.access import ERROR, LIVENESS_UNAVAILABLE, Verdict, decide
 from gates.gallery import Gallery
+from gates.learning import LearningPolicy, Pass, learn_from_pass
 from gates.service_store import ServiceStore, UnknownGateError, utc_text
 from vision.cameras import CAMERA_FOLDER, CameraConfig, camera_file, load_camera_folder, save_camera
 from vision.faces.analyzer import FaceAnalyzer
@@ -72,7 +73,11 @@ class LiveGates:
                  metrics: Metrics, liveness: LivenessChecker | None, liveness_state: LivenessState) -> None:
         self.settings = settings
         self.store = store
+        self.gallery = gallery
         self.metrics = metrics
+        self.learning = (None if not settings.learn_at_gate else LearningPolicy(
+            settings.learn_threshold if settings.learn_threshold is not None else gallery.accept_threshold + 0.005,
+            keep=settings.learn_keep))
         self.liveness_state = liveness_state
         self.folder = settings.data_dir / CAMERA_FOLDER
         self.commands = CommandHub()
@@ -211,7 +216,7 @@ class LiveGates:
 
     def _verdict(self, decision: GateDecision, gate_id: int, now: datetime) -> Verdict:
         if self.refuses_all:
-            return ERROR
+            return LIVENESS_UNAVAILABLE
         match = decision.match
         if decision.reason not in ("matched", "unknown", "spoof"):
             return ERROR
@@ -246,12 +251,28 @@ class LiveGates:
         self.metrics.decisions.labels(str(gate_id), verdict.decision, verdict.reason).inc()
         self.metrics.camera_latency.labels(camera.id).observe(latency_ms / 1000)
         if verdict.unlocks and match is not None:
+            self._learn(decision, match.resident_id, event_id, camera.id)
             command = UnlockCommand(event_id=event_id, gate_id=gate_id, at=utc_text(now), camera_id=camera.id,
                                     resident=ResidentRef(id=match.resident_id, name=match.name),
                                     similarity=decision.similarity, liveness=decision.liveness)
             self.commands.publish(command)
             if self.webhook is not None:
                 self.webhook.send(command)
+
+    def _learn(self, decision: GateDecision, resident_id: int, event_id: int, camera_id: str) -> None:
+        """After the unlock is on record; a failure here costs the lesson, never the unlock."""
+        if self.learning is None or decision.embedding is None or decision.similarity is None:
+            return
+        try:
+            lesson = learn_from_pass(self.gallery, self.learning, Pass(
+                resident_id, decision.embedding, decision.similarity, decision.votes, decision.liveness,
+                event_id, camera_id))
+        except Exception:
+            log.exception("learning from access event %d failed", event_id)
+            return
+        self.metrics.learned.labels("learned" if lesson.learned else "not_certain").inc()
+        if lesson.learned:
+            log.info("learned face %d for resident %d from access event %d", lesson.face_id, resident_id, event_id)
 
     def _on_camera_event(self, event: CameraEvent) -> None:
         with self._lock:

@@ -38,6 +38,8 @@ class Metrics:
                                   registry=self.registry)
         self.decisions = Counter("gatewatch_access_decisions_total", "Gate decisions",
                                  ["gate_id", "decision", "reason"], registry=self.registry)
+        self.learned = Counter("gatewatch_gate_learning_total", "Gate-camera unlocks that taught a template or not",
+                               ["outcome"], registry=self.registry)
         self.stages = Histogram("gatewatch_stage_duration_seconds",
                                 "Time per stage of an access decision or enrolment",
                                 ["stage"], buckets=_LATENCY_BUCKETS, registry=self.registry)

@@ -131,6 +131,24 @@ class ResidentPatch(Strict):
     entries_left: int | None = Field(None, ge=0, le=1_000_000)
 
 
+class FaceOut(BaseModel):
+    face_id: int
+    quality: float | None
+    source: str | None
+    note: str | None = Field(description="the photo's weaknesses, or the quality problems an operator overrode")
+    learned_from_event: int | None = Field(description="the access event a gate camera learned it from; "
+                                                       "null: enrolled by an operator")
+    created_at: str
+
+
+class TemplateStrengthOut(BaseModel):
+    enrolled: int
+    good: int = Field(description="enrolled photos without a weakness or override")
+    learned: int
+    weak: bool = Field(description="fewer than 2 good photos: likely to be turned away at the gate")
+    advice: str | None
+
+
 class ResidentOut(BaseModel):
     id: int
     name: str
@@ -143,6 +161,7 @@ class ResidentOut(BaseModel):
     entries_left: int | None
     face_ids: list[int]
     created_at: str
+    templates: TemplateStrengthOut
 
 
 class Quality(BaseModel):
@@ -156,6 +175,13 @@ class Quality(BaseModel):
 class FaceCreated(BaseModel):
     face_id: int
     quality: Quality
+    note: str | None
+    templates: TemplateStrengthOut
+
+
+class LearnedRemoved(BaseModel):
+    removed_face_ids: list[int]
+    templates: TemplateStrengthOut
 
 
 # --- the gate -----------------------------------------------------------------------------------

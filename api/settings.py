@@ -36,12 +36,20 @@ class Settings(BaseSettings):
     data_dir: Path = DEFAULT_DATA_DIR
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    pack: str = "open"
+    # Validated even when not given: a bad pack file in the data dir stops the service at start.
+    pack: str = Field("open", validate_default=True, description="a built-in model pack or a pack "
+                      "file of the data dir (packs/<name>.yaml, models.pack_files)")
     min_face_size: int = Field(60, ge=12, le=1000, description="smallest face to detect, pixels; a face at a gate "
                                "camera is larger, and enrolment refuses faces under 60 px anyway")
     accept_threshold: float | None = Field(None, ge=-1.0, le=1.0,
                                            description="override of the pack's calibrated threshold")
     margin: float | None = Field(None, ge=0.0, le=2.0, description="override of the pack's calibrated margin")
+    learn_at_gate: bool = Field(True, description="certain gate-camera passes add the camera's face to the "
+                                "resident's templates (bounded, recorded, undoable; gates/learning.py)")
+    learn_threshold: float | None = Field(None, ge=-1.0, le=1.0, description="least similarity of a pass, to "
+                                          "the fused and to the enrolled templates, to learn from; default "
+                                          "0.005 above the accept threshold")
+    learn_keep: int = Field(3, ge=1, le=20, description="learned templates kept per resident, the oldest replaced")
     admin_key: SecretStr | None = Field(None, description="bootstraps this admin key; else one is generated")
     max_upload_bytes: int = Field(8 * MiB, ge=1024, le=64 * MiB)
     max_pixels: int = Field(25_000_000, ge=4096, le=MAX_PIXELS)
@@ -55,8 +63,8 @@ class Settings(BaseSettings):
     timezone: str | None = Field(None, description="IANA zone of the time windows; default: the host's")
     liveness: LivenessMode = Field(
         "required", description="anti-spoofing (MiniFASNet pair) on every gate decision. required: without the "
-        "model every gate decision is a deny (reason error); if_available: used when the model is there, "
-        "faces are accepted without it otherwise; off: never used")
+        "model every gate decision is a deny (reason liveness_unavailable); if_available: used when the model is "
+        "there, faces are accepted without it otherwise; off: never used")
     commands_keepalive_s: float = Field(15.0, ge=0.05, le=300.0,
                                         description="seconds between pings on an idle gate command stream")
     unlock_webhook_url: HttpUrl | None = Field(None, description="POSTed every unlock decided from video")
@@ -65,11 +73,18 @@ class Settings(BaseSettings):
 
     @field_validator("pack")
     @classmethod
-    def _known_pack(cls, value: str) -> str:
-        from models.registry import PACKS
+    def _known_pack(cls, value: str, info: ValidationInfo) -> str:
+        from models.pack_files import PackFileError, known_packs, load_pack_dir, pack_dir
 
-        if value not in PACKS:
-            raise ValueError(f"unknown model pack {value!r}; known: {', '.join(sorted(PACKS))}")
+        data_dir = info.data.get("data_dir")
+        try:  # registers the data dir's pack files beside the built-in packs
+            from_files = load_pack_dir(data_dir) if data_dir is not None else {}
+        except PackFileError as exc:
+            raise ValueError(f"bad model pack file: {exc}") from None
+        known = known_packs(from_files)
+        if value not in known:
+            where = f" (pack files: {pack_dir(data_dir)}/<name>.yaml)" if data_dir is not None else ""
+            raise ValueError(f"unknown model pack {value!r}; known: {', '.join(known)}{where}")
         return value
 
     @field_validator("timezone")

@@ -14,7 +14,8 @@ from typing import Literal
 from gates.rules import AccessRule
 
 DecisionKind = Literal["unlock", "deny"]
-Reason = Literal["matched", "unknown", "not_allowed", "expired", "blocked", "no_face", "spoof", "error"]
+Reason = Literal["matched", "unknown", "not_allowed", "expired", "blocked", "no_face", "spoof",
+                 "liveness_unavailable", "error"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class Verdict:
 
 UNLOCK = Verdict("unlock", "matched")
 ERROR = Verdict("deny", "error")
+# Liveness is required and its model is not installed: every gate denies until it is, and says so,
+# so that an installer sees a missing download, not a crash.
+LIVENESS_UNAVAILABLE = Verdict("deny", "liveness_unavailable")
 NO_FACE = Verdict("deny", "no_face")
 UNKNOWN = Verdict("deny", "unknown")
 NOT_ALLOWED = Verdict("deny", "not_allowed")

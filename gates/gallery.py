@@ -190,24 +190,60 @@ class Gallery:
     def add_resident_with_faces(self, name: str, embeddings: np.ndarray,
                                 qualities: Sequence[float | None] | None = None,
                                 sources: Sequence[str | None] | None = None, *,
-                                unit: str | None = None) -> tuple[Resident, list[int]]:
-        """A person and their templates are stored together or not at all."""
+                                unit: str | None = None,
+                                notes: Sequence[str | None] | None = None) -> tuple[Resident, list[int]]:
+        """A person and their templates are stored together or not at all. `notes`: per photo, its
+        weaknesses or the quality problems an operator overrode (kept on record)."""
         rows = self._normalise(embeddings)
         with self._lock:
             resident, change = self._store.add_resident_with_faces(name, unit, self.model_id, rows,
-                                                                    qualities, sources)
+                                                                    qualities, sources, notes)
             self._follow(change, lambda index: index.add(np.asarray(change.face_ids), rows))
             return resident, change.face_ids
 
     def add_faces(self, resident_id: int, embeddings: np.ndarray,
                   qualities: Sequence[float | None] | None = None,
-                  sources: Sequence[str | None] | None = None) -> list[int]:
+                  sources: Sequence[str | None] | None = None,
+                  notes: Sequence[str | None] | None = None) -> list[int]:
         """All of them in one transaction; returns their face_ids."""
         rows = self._normalise(embeddings)
         with self._lock:
-            change = self._store.add_faces(resident_id, self.model_id, rows, qualities, sources)
+            change = self._store.add_faces(resident_id, self.model_id, rows, qualities, sources, notes)
             self._follow(change, lambda index: index.add(np.asarray(change.face_ids), rows))
             return change.face_ids
+
+    def learn_face(self, resident_id: int, embedding: np.ndarray, event_id: int, source: str,
+                   keep: int) -> int:
+        """Stores a template learned at the gate (gates.learning decides whether one may be);
+        at most `keep` learned templates per resident, the oldest replaced. Returns its face_id."""
+        row = self._normalise(embedding[None])
+        with self._lock:
+            change = self._store.learn_face(resident_id, self.model_id, row[0], event_id, source, keep)
+            added, dropped = np.asarray(change.face_ids[:1]), np.asarray(change.face_ids[1:])
+
+            def update(index: FaceIndex) -> None:
+                index.add(added, row)
+                if len(dropped):
+                    index.remove(dropped)
+
+            self._follow(change, update)
+            return change.face_ids[0]
+
+    def forget_learned(self, resident_id: int) -> list[int]:
+        """Undo of learning for one resident: their learned templates go, the enrolled stay."""
+        with self._lock:
+            change = self._store.forget_learned(resident_id, self.model_id)
+            self._follow(change, lambda index: index.remove(np.asarray(change.face_ids)))
+            return change.face_ids
+
+    def enrolled_template(self, resident_id: int) -> np.ndarray | None:
+        """The fused template of the resident's enrolled photos only, without what gates learned:
+        what learning is anchored to, so that learned templates cannot lead it astray step by step."""
+        rows = self._store.embeddings_of([resident_id], self.model_id, enrolled_only=True).get(resident_id)
+        if rows is None:
+            return None
+        mean = rows.mean(axis=0)
+        return (mean / np.linalg.norm(mean)).astype(np.float32)
 
     def remove_face(self, face_id: int) -> None:
         with self._lock:

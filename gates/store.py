@@ -157,6 +157,15 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             detail TEXT NOT NULL)""",
         "CREATE INDEX throw_events_by_camera ON throw_events(camera_id, id)",
     ),
+    # Version 5: where a template came from. `note`: the weaknesses of its photo, or the problems an
+    # operator overrode to enrol it (the quality is on record, not forgotten). `learned_from`: the
+    # access event of the certain pass a gate camera learned it from (NULL: enrolled by an
+    # operator), so that what the gate learned can be listed and undone per resident.
+    (
+        "ALTER TABLE faces ADD COLUMN note TEXT",
+        "ALTER TABLE faces ADD COLUMN learned_from INTEGER",
+        "CREATE INDEX faces_learned ON faces(resident_id, learned_from) WHERE learned_from IS NOT NULL",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -201,6 +210,12 @@ class FaceTemplate:
     quality: float | None
     source: str | None
     created_at: str
+    note: str | None = None
+    learned_from: int | None = None  # the access event a gate camera learned it from
+
+    @property
+    def learned(self) -> bool:
+        return self.learned_from is not None
 
 
 @dataclass(frozen=True)
@@ -349,18 +364,46 @@ class Store:
     # --- face templates -------------------------------------------------------------------------
 
     def add_faces(self, resident_id: int, model_id: str, embeddings: np.ndarray,
-                  qualities: Sequence[float | None] | None, sources: Sequence[str | None] | None) -> Change:
+                  qualities: Sequence[float | None] | None, sources: Sequence[str | None] | None,
+                  notes: Sequence[str | None] | None = None) -> Change:
         with self._transaction() as conn:
             if conn.execute("SELECT 1 FROM residents WHERE id = ?", (resident_id,)).fetchone() is None:
                 raise UnknownResidentError(resident_id)
-            return _insert_faces(conn, resident_id, model_id, embeddings, qualities, sources)
+            return _insert_faces(conn, resident_id, model_id, embeddings, qualities, sources, notes)
 
     def add_resident_with_faces(self, name: str, unit: str | None, model_id: str, embeddings: np.ndarray,
                                 qualities: Sequence[float | None] | None,
-                                sources: Sequence[str | None] | None) -> tuple[Resident, Change]:
+                                sources: Sequence[str | None] | None,
+                                notes: Sequence[str | None] | None = None) -> tuple[Resident, Change]:
         with self._transaction() as conn:
             resident = _insert_resident(conn, name, unit)
-            return resident, _insert_faces(conn, resident.id, model_id, embeddings, qualities, sources)
+            return resident, _insert_faces(conn, resident.id, model_id, embeddings, qualities, sources, notes)
+
+    def learn_face(self, resident_id: int, model_id: str, embedding: np.ndarray, event_id: int,
+                   source: str, keep: int) -> Change:
+        """Adds a template learned at the gate; beyond `keep` learned ones, the oldest goes, in the
+        same transaction (`Change.face_ids`: the new one first, then any removed)."""
+        with self._transaction() as conn:
+            if conn.execute("SELECT 1 FROM residents WHERE id = ?", (resident_id,)).fetchone() is None:
+                raise UnknownResidentError(resident_id)
+            added = _insert_faces(conn, resident_id, model_id, embedding[None], [None], [source], None, event_id)
+            learned = [r[0] for r in conn.execute(
+                "SELECT face_id FROM faces WHERE resident_id = ? AND model_id = ? AND learned_from IS NOT NULL "
+                "ORDER BY face_id DESC", (resident_id, model_id))]
+            dropped = learned[keep:]
+            conn.execute("DELETE FROM faces WHERE face_id IN (SELECT value FROM json_each(?))", (json.dumps(dropped),))
+            return Change(added.face_ids + dropped, added.before, _state(conn, model_id))
+
+    def forget_learned(self, resident_id: int, model_id: str) -> Change:
+        """Removes every template the gates learned for the resident; the enrolled ones stay."""
+        with self._transaction() as conn:
+            if conn.execute("SELECT 1 FROM residents WHERE id = ?", (resident_id,)).fetchone() is None:
+                raise UnknownResidentError(resident_id)
+            before = _state(conn, model_id)
+            face_ids = [r[0] for r in conn.execute(
+                "DELETE FROM faces WHERE resident_id = ? AND model_id = ? AND learned_from IS NOT NULL "
+                "RETURNING face_id", (resident_id, model_id))]
+            return Change(face_ids, before, _state(conn, model_id))
 
     def remove_face(self, face_id: int, model_id: str) -> Change:
         with self._transaction() as conn:
@@ -375,8 +418,8 @@ class Store:
         with self._transaction("DEFERRED") as conn:
             if conn.execute("SELECT 1 FROM residents WHERE id = ?", (resident_id,)).fetchone() is None:
                 raise UnknownResidentError(resident_id)
-            rows = conn.execute("SELECT face_id, resident_id, model_id, quality, source, created_at "
-                                "FROM faces WHERE resident_id = ? AND model_id = ? ORDER BY face_id",
+            rows = conn.execute("SELECT face_id, resident_id, model_id, quality, source, created_at, note, "
+                                "learned_from FROM faces WHERE resident_id = ? AND model_id = ? ORDER BY face_id",
                                 (resident_id, model_id))
             return [FaceTemplate(*row) for row in rows]
 
@@ -394,13 +437,15 @@ class Store:
                 (json.dumps([int(i) for i in face_ids]),))
             return {face_id: (resident_id, name) for face_id, resident_id, name in rows}
 
-    def embeddings_of(self, resident_ids: Sequence[int], model_id: str) -> dict[int, np.ndarray]:
-        """resident_id -> (n, dim) embeddings of that resident's templates of the model, for those of
-        `resident_ids` that have any."""
+    def embeddings_of(self, resident_ids: Sequence[int], model_id: str, *,
+                      enrolled_only: bool = False) -> dict[int, np.ndarray]:
+        """resident_id -> (n, dim) embeddings of that resident's templates of the model (only those an
+        operator enrolled, if `enrolled_only`), for those of `resident_ids` that have any."""
+        learned = " AND learned_from IS NULL" if enrolled_only else ""
         with self._transaction("DEFERRED") as conn:
             dim = _state(conn, model_id).dim
             rows = conn.execute("SELECT resident_id, embedding FROM faces WHERE model_id = ? AND resident_id IN "
-                                "(SELECT value FROM json_each(?)) ORDER BY face_id",
+                                f"(SELECT value FROM json_each(?)){learned} ORDER BY face_id",
                                 (model_id, json.dumps([int(i) for i in resident_ids]))).fetchall()
         out: dict[int, list[bytes]] = {}
         for resident_id, blob in rows:
@@ -439,7 +484,8 @@ def _insert_resident(conn: sqlite3.Connection, name: str, unit: str | None) -> R
 
 
 def _insert_faces(conn: sqlite3.Connection, resident_id: int, model_id: str, embeddings: np.ndarray,
-                  qualities: Sequence[float | None] | None, sources: Sequence[str | None] | None) -> Change:
+                  qualities: Sequence[float | None] | None, sources: Sequence[str | None] | None,
+                  notes: Sequence[str | None] | None = None, learned_from: int | None = None) -> Change:
     """Callers hand over L2-normalised float32 rows; this only refuses anything else, so that no
     code path can store a template the index would score differently from its siblings."""
     n = len(embeddings)
@@ -452,14 +498,16 @@ def _insert_faces(conn: sqlite3.Connection, resident_id: int, model_id: str, emb
         raise InvalidEmbeddingError("embeddings must be L2-normalised before they are stored")
     qualities = [None] * n if qualities is None else list(qualities)
     sources = [None] * n if sources is None else list(sources)
-    if len(qualities) != n or len(sources) != n:
-        raise ValueError(f"{n} embeddings but {len(qualities)} qualities and {len(sources)} sources")
+    notes = [None] * n if notes is None else list(notes)
+    if not len(qualities) == len(sources) == len(notes) == n:
+        raise ValueError(f"{n} embeddings but {len(qualities)} qualities, {len(sources)} sources and "
+                         f"{len(notes)} notes")
     before = _state(conn, model_id)
     face_ids = [
-        conn.execute("INSERT INTO faces (resident_id, model_id, embedding, quality, source) "
-                     "VALUES (?, ?, ?, ?, ?)",
+        conn.execute("INSERT INTO faces (resident_id, model_id, embedding, quality, source, note, learned_from) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                      (resident_id, model_id, row.astype("<f4").tobytes(), None if q is None else float(q),
-                      None if s is None else str(s))).lastrowid
-        for row, q, s in zip(embeddings, qualities, sources, strict=True)
+                      None if s is None else str(s), note, learned_from)).lastrowid
+        for row, q, s, note in zip(embeddings, qualities, sources, notes, strict=True)
     ]
     return Change(face_ids, before, _state(conn, model_id))

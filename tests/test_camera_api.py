@@ -162,7 +162,11 @@ def test_required_liveness_without_a_model_denies_everything(tmp_path: Path, ana
         r = c.post(f"/api/v1/gates/{gate['id']}/access",
                    files={"file": ("p.jpg", cv2.imencode(".jpg", photo)[1].tobytes(), "image/jpeg")},
                    headers={"X-API-Key": gate["api_key"]}).json()
-        assert (r["decision"], r["reason"]) == ("deny", "error")
+        assert (r["decision"], r["reason"]) == ("deny", "liveness_unavailable")  # not "error": nothing crashed
+        event = c.get("/api/v1/events", headers=A).json()["events"][0]
+        assert (event["id"], event["reason"]) == (r["event_id"], "liveness_unavailable")
+        assert (f'gatewatch_access_decisions_total{{decision="deny",gate_id="{gate["id"]}",'
+                f'reason="liveness_unavailable"}} 1.0') in c.get("/metrics", headers=A).text
     with service_client(tmp_path / "data", analyzer, liveness="if_available") as c:
         health = c.get("/healthz").json()
         assert (health["status"], health["liveness"]) == ("ok", "unavailable")

@@ -16,7 +16,8 @@ import pytest
 
 from gates.gallery import DB_NAME
 
-PEOPLE = ("barack_obama", "joe_biden", "katy_perry")
+PEOPLE = ("barack_obama", "katy_perry", "matt_damon")  # enrolled from their photos but the second
+WEAK = "rob_lowe"  # one photo: enrolled, and named as weak
 
 
 def gatewatch(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -30,7 +31,11 @@ def enrolled(tmp_path_factory: pytest.TempPathFactory, faces_dir: Path, shared_d
     residents = root / "residents"
     for person in PEOPLE:
         (residents / person).mkdir(parents=True)
-        shutil.copy(sorted((faces_dir / person).glob("*.jpg"))[0], residents / person)
+        photos = sorted((faces_dir / person).glob("*.jpg"))
+        for photo in photos[:1] + photos[2:4]:
+            shutil.copy(photo, residents / person)
+    (residents / WEAK).mkdir()
+    shutil.copy(sorted((faces_dir / WEAK).glob("*.jpg"))[0], residents / WEAK)
     # A folder whose photos are all unusable: nothing may be stored for that person.
     bad = residents / "nobody_usable"
     bad.mkdir()
@@ -45,16 +50,17 @@ def enrolled(tmp_path_factory: pytest.TempPathFactory, faces_dir: Path, shared_d
 def test_enroll_reports_each_bad_photo_and_stores_only_good_people(enrolled: dict) -> None:
     result = enrolled["result"]
     assert result.returncode == 0, result.stderr
-    assert "enrolled 3 people (1 without a usable photo)" in result.stdout
+    assert "enrolled 4 people (1 without a usable photo)" in result.stdout
+    assert f"weak templates, likely to be turned away at the gate: 1\n  {WEAK} (1 photo(s)" in result.stdout
     err = result.stderr
     assert "corrupt.jpg: bad_image: " in err and "not a decodable image" in err
     assert "empty.png: bad_image: " in err and "empty file" in err
     assert "blank.png: no_face" in err
-    assert "group.jpg: several_faces: " in err and "must show one person" in err
+    assert "group.jpg: several_faces: " in err and "faces of similar size" in err
     assert "nobody_usable: not enrolled" in err
     with sqlite3.connect(enrolled["data"] / DB_NAME) as db:
         names = sorted(n for (n,) in db.execute("SELECT name FROM residents"))
-    assert names == sorted(PEOPLE)
+    assert names == sorted([*PEOPLE, WEAK])
 
 
 def test_identify_json_lines(enrolled: dict, faces_dir: Path) -> None:
@@ -71,7 +77,7 @@ def test_identify_json_lines(enrolled: dict, faces_dir: Path) -> None:
         face = line["faces"][0]
         assert face["match"]["name"] == person
         assert set(face) == {"box", "score", "match"} and len(face["box"]) == 4
-        assert face["match"]["similarity"] >= 0.94
+        assert face["match"]["similarity"] >= 0.97
     assert all(face["match"] is None for face in lines[3]["faces"]) and lines[3]["faces"]
     assert "not a decodable image" in lines[4]["error"]
 
@@ -82,7 +88,8 @@ def test_identify_lists_faces_largest_first(enrolled: dict, shared_data: Path) -
     faces = json.loads(result.stdout)["faces"]
     areas = [(f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]) for f in faces]
     assert len(faces) >= 2 and areas == sorted(areas, reverse=True)
-    assert {f["match"]["name"] for f in faces[:2]} == {"barack_obama", "joe_biden"}
+    assert [f["match"] and f["match"]["name"] for f in faces[:2]].count("barack_obama") == 1
+    assert all(f["match"] is None or f["match"]["name"] == "barack_obama" for f in faces)  # Biden: not enrolled
 
 
 def test_models_verify_and_list(tmp_path: Path) -> None:

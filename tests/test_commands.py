@@ -23,12 +23,11 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
-from walker_clip import VIDEO, walker_photo, write_clip
+from walker_clip import VIDEO, walker_embeddings, walker_snapshots, write_clip
 
 from api.app import create_app
 from api.settings import Settings
 from api.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER
-from gates.analysis import open_gallery
 from models import registry
 from vision.faces.analyzer import FaceAnalyzer
 
@@ -81,8 +80,6 @@ class Receiver:
 @pytest.fixture()
 def service(tmp_path: Path, analyzer: FaceAnalyzer) -> Iterator[tuple[str, Receiver]]:
     receiver = Receiver()
-    with open_gallery(tmp_path / "data", analyzer) as gallery:
-        gallery.add_resident_with_faces("walker", analyzer.analyze(walker_photo(analyzer)).embeddings)
     settings = Settings(data_dir=tmp_path / "data", admin_key=ADMIN, timezone="UTC", liveness="required",
                         commands_keepalive_s=0.3, unlock_webhook_url=receiver.url, unlock_webhook_secret=SECRET,
                         retain_crops=True)
@@ -95,6 +92,14 @@ def service(tmp_path: Path, analyzer: FaceAnalyzer) -> Iterator[tuple[str, Recei
     while not server.started:
         assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
         time.sleep(0.05)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=A, timeout=60) as api:
+        # A guard enrols the walker from two gate snapshots; one soft 70-px face is weak on its own.
+        walker = api.post("/api/v1/residents", json={"name": "walker"}).json()
+        for frame, jpeg in walker_snapshots(analyzer).items():
+            r = api.post(f"/api/v1/residents/{walker['id']}/faces",
+                         files={"file": (f"frame{frame}.jpg", jpeg, "image/jpeg")})
+            assert r.status_code == 201, r.text
+            assert r.json()["note"].startswith("soft: sharpness")  # accepted, its weakness on record
     yield f"http://127.0.0.1:{port}", receiver
     server.should_exit = True
     thread.join(15)
@@ -179,11 +184,20 @@ def test_unlock_from_video_reaches_the_controller_stream_and_webhook(service: tu
         assert crop.status_code == 200 and crop.headers["content-type"] == "image/jpeg"
         face = cv2.imdecode(np.frombuffer(crop.content, np.uint8), cv2.IMREAD_COLOR)
         assert face.shape == (150, 150, 3)
-        walker_face = analyzer.analyze(walker_photo(analyzer)).embeddings[0]
+        template = walker_embeddings(analyzer).mean(axis=0)
         threshold = registry.get_entry(analyzer.model_id).accept_threshold
-        similarity = float(analyzer.embedder(face[None])[0] @ walker_face)
+        similarity = float(analyzer.embedder(face[None])[0] @ (template / np.linalg.norm(template)))
         assert similarity >= threshold, f"the kept crop is the walker's face ({similarity:.3f} < {threshold})"
 
+        # The pass was certain (3 agreeing votes at 0.977, live): the gate learned its face, on record.
+        faces = api.get(f"/api/v1/residents/{walker['id']}/faces").json()
+        learned = [f for f in faces if f["learned_from_event"] is not None]
+        assert [(f["learned_from_event"], f["source"]) for f in learned] == [(unlock["event_id"], "gate:gate-cam")]
+        assert api.get(f"/api/v1/residents/{walker['id']}").json()["templates"]["learned"] == 1
+        undone = api.delete(f"/api/v1/residents/{walker['id']}/learned-faces").json()
+        assert undone["removed_face_ids"] == [learned[0]["face_id"]] and undone["templates"]["learned"] == 0
+        assert [f["face_id"] for f in api.get(f"/api/v1/residents/{walker['id']}/faces").json()] == \
+            [f["face_id"] for f in faces if f["learned_from_event"] is None]
         assert receiver.got.wait(10), "the webhook got no unlock"
         assert receiver.unlocks == [unlock] and receiver.bad_signatures == 0
 

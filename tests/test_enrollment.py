@@ -45,3 +45,49 @@ def test_several_faces_and_no_face(analyzer: FaceAnalyzer, shared_data: Path, po
     with pytest.raises(EnrolmentError) as info:
         enrolment_face(analyzer, portrait[:40, :40].copy())
     assert info.value.reason == "no_face"
+
+
+def test_the_face_that_dominates_a_photo_is_enrolled(analyzer: FaceAnalyzer, portrait, faces_dir: Path) -> None:
+    """A bystander in the corner does not stop the enrolment of the person the photo was taken of."""
+    alone = enrolment_face(analyzer, portrait)
+    bystander = load_image(faces_dir / "katy_perry" / "deepface_img26.jpg")
+    scale = 0.3 * portrait.shape[0] / bystander.shape[0]
+    small = cv2.resize(bystander, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    shared = portrait.copy()
+    shared[:small.shape[0], :small.shape[1]] = small[:shared.shape[0], :shared.shape[1]]
+    assert len(analyzer.analyze(shared)) >= 2
+    face = enrolment_face(analyzer, shared)
+    assert float(face.embedding @ alone.embedding) > 0.99
+
+
+def test_a_gate_snapshot_is_weak_not_refused_and_an_override_is_kept(analyzer: FaceAnalyzer) -> None:
+    """The walker's 70-px face from frame 40 of the gate video (sharpness 12) matches his gate
+    frames; it is enrolled and its weakness noted. Blurred past what matches, it is refused
+    unless an operator overrides, and then the overridden problem is kept with the template."""
+    from walker_clip import VIDEO, walker_photo
+
+    if not VIDEO.is_file():
+        pytest.skip("shared video not available")
+    snapshot = walker_photo(analyzer)
+    face = enrolment_face(analyzer, snapshot)
+    assert face.quality.ok and face.note is not None and face.note.startswith("soft: sharpness")
+    blurred = cv2.GaussianBlur(snapshot, (0, 0), 1.3)
+    with pytest.raises(EnrolmentError) as info:
+        enrolment_face(analyzer, blurred)
+    assert info.value.reason == "too_blurry" and "override" in str(info.value)
+    forced = enrolment_face(analyzer, blurred, override_quality=True)
+    assert forced.note is not None and forced.note.startswith("override: too_blurry")
+
+
+def test_template_strength_names_a_resident_with_one_weak_photo(tmp_path: Path, analyzer: FaceAnalyzer,
+                                                               portrait) -> None:
+    from gates.enrollment import enroll_person
+    from gates.gallery import Gallery
+
+    photo = tmp_path / "biden.jpg"
+    cv2.imwrite(str(photo), portrait)
+    with Gallery.open(tmp_path / "data", analyzer.model_id, 128, accept_threshold=0.97, margin=0.01) as gallery:
+        one = enroll_person(gallery, analyzer, "biden", [photo])
+        assert one.strength is not None and one.strength.weak and "enrol 1 more" in one.strength.advice
+        two = enroll_person(gallery, analyzer, "biden", [photo])  # a second good photo (the same, here)
+        assert two.strength is not None and not two.strength.weak and two.strength.enrolled == 2

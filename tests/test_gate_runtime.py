@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from walker_clip import VIDEO, walker_photo, write_clip
+from walker_clip import VIDEO, walker_embeddings, write_clip
 
 from gates.analysis import open_gallery
 from vision.cameras import CameraConfig
@@ -63,9 +63,8 @@ def _wait_until_ended(runtime: GateRuntime, camera_id: str, timeout_s: float = 1
 
 def test_walker_unlocks_once_strangers_denied_dead_camera_offline(analyzer: FaceAnalyzer, clip: Path,
                                                                    tmp_path: Path) -> None:
-    faces = analyzer.analyze(walker_photo(analyzer))
     with open_gallery(tmp_path, analyzer) as gallery:
-        walker, _ = gallery.add_resident_with_faces("walker", faces.embeddings)
+        walker, _ = gallery.add_resident_with_faces("walker", walker_embeddings(analyzer))
         seen = Recorder()
         gate = CameraConfig(id="gate-cam", role="gate", source=str(clip), gate_id=1, playback="every_frame")
         dead = CameraConfig(id="dead-cam", role="door", source="rtsp://127.0.0.1:9/none", gate_id=2)
@@ -97,9 +96,8 @@ def test_walker_unlocks_once_strangers_denied_dead_camera_offline(analyzer: Face
 def test_two_workers_decide_two_cameras_each_as_alone(analyzer: FaceAnalyzer, clip: Path, tmp_path: Path) -> None:
     """Cameras are spread over the workers, and a camera's decisions do not depend on which
     worker runs it or what the other worker is doing at the same time."""
-    faces = analyzer.analyze(walker_photo(analyzer))
     with open_gallery(tmp_path, analyzer) as gallery:
-        gallery.add_resident_with_faces("walker", faces.embeddings)
+        gallery.add_resident_with_faces("walker", walker_embeddings(analyzer))
         seen = Recorder()
         cameras = [CameraConfig(id=f"cam-{k}", role="gate", source=str(clip), gate_id=k, playback="every_frame")
                    for k in (1, 2)]

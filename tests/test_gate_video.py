@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from walker_clip import VIDEO, walker_photo
+from walker_clip import VIDEO, walker_embeddings
 
 from gates.analysis import analyze_gate_video, open_gallery
 from models import registry
@@ -33,10 +33,8 @@ def _accept_threshold() -> float:
 
 
 def _enrol_walker(analyzer: FaceAnalyzer, data_dir: Path) -> None:
-    faces = analyzer.analyze(walker_photo(analyzer))
-    assert len(faces) == 1
     with open_gallery(data_dir, analyzer) as gallery:
-        gallery.add_resident_with_faces("walker", faces.embeddings)
+        gallery.add_resident_with_faces("walker", walker_embeddings(analyzer))
 
 
 def _run(analyzer: FaceAnalyzer, camera: CameraConfig, data_dir: Path,
@@ -93,3 +91,26 @@ def test_analyze_command_prints_access_json_lines(tmp_path: Path) -> None:
         assert set(event) == {"type", "frame", "time", "track_id", "decision", "reason", "resident", "similarity"}
         assert event["type"] == "access" and event["decision"] == "deny" and event["resident"] is None
     assert json.loads((tmp_path / "unlocks.json").read_text()) == []
+
+
+def test_a_guard_enrols_the_walker_from_gate_snapshots_with_the_cli(tmp_path: Path, analyzer: FaceAnalyzer) -> None:
+    """The snapshots saved as files and enrolled with `gatewatch enroll` (accepted, named as weak:
+    soft 70-px faces); the gate camera over the whole video then unlocks for him once, nobody else."""
+    import os
+    import subprocess
+    import sys
+
+    from walker_clip import walker_snapshots
+
+    folder = tmp_path / "visitors" / "walker"
+    folder.mkdir(parents=True)
+    for frame, jpeg in walker_snapshots(analyzer).items():
+        (folder / f"frame{frame}.jpg").write_bytes(jpeg)
+    result = subprocess.run([sys.executable, "-m", "gatewatch.cli", "enroll", str(folder.parent), "--quiet",
+                             "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert result.returncode == 0, result.stderr
+    assert "enrolled 1 people" in result.stdout and "walker (2 photo(s), 2 of them weak" in result.stdout
+    events, unlocks = _run(analyzer, CameraConfig(id="gate-cam", role="gate", source=str(VIDEO)), tmp_path / "data")
+    assert [u.match.name for u in unlocks if u.match] == ["walker"]
+    assert all(e.decision == "deny" and e.reason == "unknown" for e in events if e is not unlocks[0])

@@ -93,9 +93,11 @@ class GatePolicy:
 
 @dataclass(frozen=True)
 class GateDecision:
-    """What a gate camera decided for one track. `similarity` is the mean of the agreeing votes;
-    `liveness` the median probability of "real" over the frames checked (None: no checker);
-    `chip` the aligned face of the track's best embedded frame (None if none was embedded)."""
+    """What a gate camera decided for one track. `similarity` is the mean of the agreeing votes,
+    `votes` how many agreed and `embedding` the normalised mean of their embeddings (what the gate
+    saw of the person, for learning at the gate); `liveness` the median probability of "real" over
+    the frames checked (None: no checker); `chip` the aligned face of the track's best embedded
+    frame (None if none was embedded)."""
 
     camera_id: str
     track_id: int
@@ -107,6 +109,8 @@ class GateDecision:
     similarity: float | None
     liveness: float | None = None
     chip: np.ndarray | None = field(default=None, repr=False, compare=False)
+    votes: int = 0
+    embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         """The access event as `gatewatch analyze --json` prints it, one line per decision."""
@@ -121,6 +125,7 @@ class _Track:
     track_id: int
     last_seen: float
     votes: deque[Identity | None]
+    vote_embeddings: deque[np.ndarray]
     best_quality: float = 0.0
     best_chip: np.ndarray | None = None
     last_embed: float = float("-inf")
@@ -179,7 +184,8 @@ class GateTracker:
         for row, track_id in enumerate(tracked.data["track_id"].tolist()):
             track = self.tracks.get(track_id)
             if track is None:
-                track = self.tracks[track_id] = _Track(track_id, now, deque(maxlen=self.policy.window))
+                window = self.policy.window
+                track = self.tracks[track_id] = _Track(track_id, now, deque(maxlen=window), deque(maxlen=window))
             track.last_seen = now
             if not track.decided:
                 open_rows.append(row)
@@ -227,11 +233,13 @@ class GateTracker:
         decisions = []
         matches = self.identify(embeddings) if len(embeddings) else []
         suspects, suspect_boxes = [], []
-        for track_id, match, box in zip(request.track_ids, matches, request.boxes, strict=True):
+        for track_id, match, box, embedding in zip(request.track_ids, matches, request.boxes, embeddings,
+                                                   strict=True):
             track = self.tracks[track_id]
             if track.decided:  # liveness settled it in select()
                 continue
             track.votes.append(match)
+            track.vote_embeddings.append(embedding)
             if track.first_vote is None:
                 track.first_vote = _clock(request.frame)
             if self.liveness is not None and not track.awaiting_liveness and _names_someone(track):
@@ -313,14 +321,15 @@ class GateTracker:
         liveness = None if self.liveness is None or not track.real else round(float(np.median(track.real)), 4)
         out_of_time = ending or (track.first_vote is not None
                                  and _elapsed(track.first_vote, frame) >= policy.deny_after_s)
-        by_resident: dict[int, list[Identity]] = {}
-        for match in track.votes:
+        by_resident: dict[int, list[tuple[Identity, np.ndarray]]] = {}
+        for match, embedding in zip(track.votes, track.vote_embeddings, strict=True):
             if match is not None:
-                by_resident.setdefault(match.resident_id, []).append(match)
+                by_resident.setdefault(match.resident_id, []).append((match, embedding))
         agreeing = max(by_resident.values(), key=len, default=[])
         matched = len(agreeing) >= policy.votes_needed
-        best = max(agreeing, key=lambda m: m.similarity) if matched else None
-        similarity = round(float(np.mean([m.similarity for m in agreeing])), 4) if matched else None
+        best = max((m for m, _ in agreeing), key=lambda m: m.similarity) if matched else None
+        similarity = round(float(np.mean([m.similarity for m, _ in agreeing])), 4) if matched else None
+        seen = np.mean([e for _, e in agreeing], axis=0) if matched else None
         if live == "spoof" or (matched and live != "real" and out_of_time):
             verdict: tuple[Literal["unlock", "deny"], Literal["matched", "unknown", "spoof"]] = ("deny", "spoof")
         elif matched and live == "real":
@@ -334,7 +343,8 @@ class GateTracker:
             return None
         track.decided = True
         return GateDecision(self.camera_id, track.track_id, frame.index, frame.timestamp, *verdict, best, similarity,
-                            liveness, track.best_chip)
+                            liveness, track.best_chip, len(agreeing) if matched else 0,
+                            None if seen is None else (seen / np.linalg.norm(seen)).astype(np.float32))
 
     def _no_chips(self) -> np.ndarray:
         size = self.analyzer.aligner.size
