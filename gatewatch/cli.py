@@ -84,7 +84,9 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
             photos = sorted(p for p in person.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             result = enroll_person(gallery, analyzer, person.name, photos, override_quality=args.override_quality)
             for problem in result.problems:
-                tqdm.write(f"{problem.source}: {problem.reason}: {problem.message}", file=sys.stderr)
+                said = problem.message if problem.message.startswith(f"{problem.reason}:") else \
+                    f"{problem.reason}: {problem.message}"
+                tqdm.write(f"{problem.source}: {said}", file=sys.stderr)
             if result.resident is None:
                 failed += 1
                 tqdm.write(f"{person.name}: not enrolled (no usable photo)", file=sys.stderr)
