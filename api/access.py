@@ -21,12 +21,14 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import require
 from api.errors import AUTHENTICATED, ApiError, responses
+from api.live import AccessNotice
 from api.schemas import API_PREFIX, MAX_ID, AccessDecision, ResidentRef
 from api.services import Services, ServicesDep
 from api.uploads import read_image
 from gates.access import ERROR, LIVENESS_UNAVAILABLE, NO_FACE, Verdict, decide
+from gates.alerts import access_alert
 from gates.gallery import Match
-from gates.service_store import ApiKey
+from gates.service_store import ApiKey, utc_text
 from vision.images import ImageError, decode_image, face_crop_jpeg
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,16 @@ async def access(gate_id: GateId, services: ServicesDep, key: Annotated[ApiKey, 
         log.exception("recording the access decision at gate %d failed; denying", gate_id)
         event_id, verdict = None, ERROR
     services.metrics.decisions.labels(str(gate_id), verdict.decision, verdict.reason).inc()
+    if event_id is not None:
+        await run_in_threadpool(services.live.raise_quietly, access_alert(
+            event_id=event_id, reason=verdict.reason, gate_id=gate_id, camera_id=None,
+            resident_name=match and match.name))
+        shown = None if verdict.reason == "error" else match
+        notice = AccessNotice(gate_id=gate_id, camera_id=None, decision=verdict.decision, reason=verdict.reason,
+                              resident_id=shown and shown.resident_id, resident_name=shown and shown.name,
+                              similarity=None if match is None else round(match.similarity, 4), event_id=event_id,
+                              at=utc_text(now))
+        await run_in_threadpool(services.live.tell_access, notice)
     return AccessDecision(
         decision=verdict.decision, reason=verdict.reason, event_id=event_id,
         resident=None if match is None or verdict.reason == "error" else ResidentRef(id=match.resident_id,

@@ -98,6 +98,8 @@ async def camera_events(
 ) -> CameraEventPage:
     records = await run_in_threadpool(
         lambda: services.store.list_camera_events(camera_id=camera_id, limit=limit, before_id=cursor))
+    links = await run_in_threadpool(services.alerts.alert_ids_for, "camera_event_id", [r.id for r in records])
     return CameraEventPage(events=[CameraEventOut(id=r.id, at=r.at, camera_id=r.camera_id, gate_id=r.gate_id,
-                                                  type=r.type, reason=r.reason, alert=r.alert) for r in records],
+                                                  type=r.type, reason=r.reason, alert=r.alert,
+                                                  alert_id=links.get(r.id)) for r in records],
                            next_cursor=str(records[-1].id) if len(records) == limit else None)

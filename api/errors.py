@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gates.alerts import UnknownAlertError
 from gates.service_store import UnknownEventError, UnknownGateError, UnknownKeyError
 from gates.store import UnknownFaceError, UnknownResidentError
 
@@ -88,6 +89,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
     for unknown in (UnknownResidentError, UnknownFaceError, UnknownGateError, UnknownKeyError,
-                    UnknownEventError):
+                    UnknownEventError, UnknownAlertError):
         app.add_exception_handler(unknown, _not_found)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)

@@ -19,12 +19,12 @@ router = APIRouter(prefix=f"{API_PREFIX}/events", tags=["events"], responses=res
 GuardKey = Annotated[ApiKey, Depends(require("guard"))]
 
 
-def event_out(e: Event) -> EventOut:
+def event_out(e: Event, alert_id: int | None = None) -> EventOut:
     return EventOut(id=e.id, at=e.at, gate_id=e.gate_id, decision=e.decision, reason=e.reason,
                     resident_id=e.resident_id, resident_name=e.resident_name, similarity=e.similarity,
                     latency_ms=round(e.latency_ms, 2), alert=e.alert,
                     crop_url=f"{API_PREFIX}/events/{e.id}/crop" if e.has_crop else None,
-                    camera_id=e.camera_id, liveness=e.liveness)
+                    camera_id=e.camera_id, liveness=e.liveness, alert_id=alert_id)
 
 
 @router.get("", response_model=EventPage, summary="Access decisions, newest first")
@@ -47,7 +47,8 @@ async def list_events(
         before = int(cursor)
     where = EventFilter(gate_id=gate_id, camera_id=camera_id, decision=decision, alert=alert, since=since, until=until)
     events = await run_in_threadpool(lambda: services.store.list_events(where, limit=limit, before_id=before))
-    return EventPage(events=[event_out(e) for e in events],
+    links = await run_in_threadpool(services.alerts.alert_ids_for, "access_event_id", [e.id for e in events])
+    return EventPage(events=[event_out(e, links.get(e.id)) for e in events],
                      next_cursor=str(events[-1].id) if len(events) == limit else None)
 
 

@@ -18,7 +18,8 @@ KeyId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def key_out(key: ApiKey) -> KeyOut:
-    return KeyOut(id=key.id, role=key.role, gate_id=key.gate_id, prefix=key.prefix, created_at=key.created_at)
+    return KeyOut(id=key.id, role=key.role, gate_id=key.gate_id, prefix=key.prefix, created_at=key.created_at,
+                  label=key.label)
 
 
 @router.post("", status_code=201, response_model=KeyCreated, summary="Issue an API key")
@@ -28,7 +29,7 @@ async def create_key(body: KeyCreate, services: ServicesDep, _: AdminKey) -> Key
             await run_in_threadpool(services.store.get_gate, body.gate_id)
         except UnknownGateError as exc:
             raise ApiError(422, str(exc.args[0]), reason="unknown_gate") from None
-    record, key = await run_in_threadpool(services.store.create_key, body.role, body.gate_id)
+    record, key = await run_in_threadpool(services.store.create_key, body.role, body.gate_id, body.label)
     return KeyCreated(**key_out(record).model_dump(), key=key)
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -28,6 +30,7 @@ from api.schemas import ResidentRef, UnlockCommand
 from api.settings import Settings
 from api.webhook import WebhookSender
 from gates.access import ERROR, LIVENESS_UNAVAILABLE, Verdict, decide
+from gates.alerts import AlertStore, NewAlert, Source, access_alert, camera_offline_alert
 from gates.gallery import Gallery
 from gates.learning import LearningPolicy, Pass, learn_from_pass
 from gates.service_store import ServiceStore, UnknownGateError, utc_text
@@ -68,10 +71,32 @@ class CameraInUseError(ValueError):
     """A gate that cameras still open cannot be deleted: their files would stop the next start."""
 
 
+@dataclass(frozen=True)
+class AccessNotice:
+    """A gate decision once it is on record (from video or the photo endpoint), for listeners such as
+    the MQTT bridge; never any face data."""
+
+    gate_id: int
+    camera_id: str | None
+    decision: str
+    reason: str
+    resident_id: int | None
+    resident_name: str | None
+    similarity: float | None
+    event_id: int
+    at: str
+
+
+AccessListener = Callable[[AccessNotice], None]
+CameraStatusListener = Callable[[str, Literal["online", "offline"]], None]
+
+
 class LiveGates:
     def __init__(self, settings: Settings, store: ServiceStore, gallery: Gallery, analyzer: FaceAnalyzer,
-                 metrics: Metrics, liveness: LivenessChecker | None, liveness_state: LivenessState) -> None:
+                 metrics: Metrics, liveness: LivenessChecker | None, liveness_state: LivenessState,
+                 alerts: AlertStore) -> None:
         self.settings = settings
+        self.alerts = alerts
         self.store = store
         self.gallery = gallery
         self.metrics = metrics
@@ -97,6 +122,10 @@ class LiveGates:
                                    workers=settings.gate_workers)
         self._facades = {c.id: self._facade(c) for c in self._cameras.values() if c.role == "facade"}
         self._started = False
+        # Told of every recorded gate decision and every camera going offline or online (the MQTT
+        # bridge); called on the deciding thread, their failures logged, never stopping a decision.
+        self.on_access: list[AccessListener] = []
+        self.on_camera_status: list[CameraStatusListener] = []
         metrics.watch_cameras(lambda: list(self.stats().values()))
 
     @property
@@ -250,6 +279,13 @@ class LiveGates:
             return
         self.metrics.decisions.labels(str(gate_id), verdict.decision, verdict.reason).inc()
         self.metrics.camera_latency.labels(camera.id).observe(latency_ms / 1000)
+        self.raise_quietly(access_alert(event_id=event_id, reason=verdict.reason, gate_id=gate_id,
+                                        camera_id=camera.id, resident_name=match and match.name))
+        self.tell_access(AccessNotice(
+            gate_id=gate_id, camera_id=camera.id, decision=verdict.decision, reason=verdict.reason,
+            resident_id=match and match.resident_id, resident_name=match and match.name,
+            similarity=None if decision.similarity is None else round(decision.similarity, 4), event_id=event_id,
+            at=utc_text(now)))
         if verdict.unlocks and match is not None:
             self._learn(decision, match.resident_id, event_id, camera.id)
             command = UnlockCommand(event_id=event_id, gate_id=gate_id, at=utc_text(now), camera_id=camera.id,
@@ -279,20 +315,60 @@ class LiveGates:
             camera = self._cameras.get(event.camera_id)
         gate_id = None if camera is None else camera.gate_id
         self.metrics.camera_events.labels(event.camera_id, event.type).inc()
+        at = datetime.fromtimestamp(event.time, UTC)
         try:
-            self.store.record_camera_event(at=datetime.fromtimestamp(event.time, UTC), camera_id=event.camera_id,
-                                           gate_id=gate_id, type=event.type, reason=event.reason)
+            record = self.store.record_camera_event(at=at, camera_id=event.camera_id, gate_id=gate_id,
+                                                    type=event.type, reason=event.reason)
         except Exception:
             # The store already waited out its busy timeout; the log is the last record left.
             log.exception("could not record %s of camera %s (%s) at %s", event.type, event.camera_id,
-                          event.reason, datetime.fromtimestamp(event.time, UTC).isoformat())
+                          event.reason, at.isoformat())
+            return
+        status = "offline" if event.type == "camera_offline" else "online"
+        for listener in list(self.on_camera_status):
+            try:
+                listener(event.camera_id, status)
+            except Exception:
+                log.exception("a camera status listener failed on camera %s going %s", event.camera_id, status)
+        if event.type == "camera_offline":
+            self.raise_quietly(camera_offline_alert(event.camera_id, event.reason, record.id), at)
+        else:
+            try:
+                self.alerts.note(f"camera_offline:{event.camera_id}",
+                                 f"camera {event.camera_id} is back online (was dark: see count)", at)
+            except Exception:
+                log.exception("could not note camera %s back online on its alert", event.camera_id)
+
+    def tell_access(self, notice: AccessNotice) -> None:
+        """Tells the `on_access` listeners of a recorded decision; a failure is logged, never raised."""
+        for listener in list(self.on_access):
+            try:
+                listener(notice)
+            except Exception:
+                log.exception("an access listener failed on access event %d", notice.event_id)
+
+    def raise_quietly(self, new: NewAlert | None, at: datetime | None = None) -> None:
+        """Raises `new` (None: nothing to raise); a failure is logged, never lost silently, and never
+        stops the decision that raised it."""
+        if new is None:
+            return
+        try:
+            self.alerts.raise_alert(new, at)
+        except Exception:
+            log.exception("could not raise a %s alert from %s %s: %s", new.kind, new.source.type, new.source.id,
+                          new.message)
 
     def _on_throw(self, camera_id: str, event: ThrowEvent, released_s_ago: float) -> None:
         now = datetime.now(UTC)
         self.metrics.camera_events.labels(camera_id, "throw").inc()
         try:
-            self.store.record_throw(at=now, released_at=now - timedelta(seconds=released_s_ago), camera_id=camera_id,
-                                    floor=event.floor, column=event.column, confidence=event.confidence,
-                                    image_path=event.image_path, clip_path=event.clip_path, detail=event.alert())
+            record = self.store.record_throw(
+                at=now, released_at=now - timedelta(seconds=released_s_ago), camera_id=camera_id, floor=event.floor,
+                column=event.column, confidence=event.confidence, image_path=event.image_path,
+                clip_path=event.clip_path, detail=event.alert())
         except Exception:
             log.exception("could not record a throw alert of camera %s: %s", camera_id, event.alert())
+            return
+        self.raise_quietly(NewAlert("throw", Source("camera", camera_id),
+                                    f"object thrown from floor {event.floor}, column {event.column}",
+                                    throw_id=record.id), now)

@@ -40,6 +40,10 @@ class Metrics:
                                  ["gate_id", "decision", "reason"], registry=self.registry)
         self.learned = Counter("gatewatch_gate_learning_total", "Gate-camera unlocks that taught a template or not",
                                ["outcome"], registry=self.registry)
+        self.alert_response = Histogram("gatewatch_alert_response_seconds",
+                                        "From an alert's first sighting to its acknowledgement or resolution",
+                                        ["kind", "step"], buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
+                                        registry=self.registry)
         self.stages = Histogram("gatewatch_stage_duration_seconds",
                                 "Time per stage of an access decision or enrolment",
                                 ["stage"], buckets=_LATENCY_BUCKETS, registry=self.registry)
@@ -53,6 +57,10 @@ class Metrics:
 
     def watch_templates(self, count: Callable[[], float]) -> None:
         self.templates.set_function(count)
+
+    def watch_alerts(self, counts: Callable[[], dict[tuple[str, str], int]]) -> None:
+        """counts(): (kind, "open" | "overdue") -> alerts, read at scrape time."""
+        self.registry.register(_AlertCollector(counts))
 
     def watch_cameras(self, stats: Callable[[], list[CameraStats]]) -> None:
         self.registry.register(_CameraCollector(stats))
@@ -92,6 +100,18 @@ class _CameraCollector(Collector):
             for s in stats:
                 family.add_metric([s.camera_id], value(s))
             yield family
+
+
+class _AlertCollector(Collector):
+    def __init__(self, counts: Callable[[], dict[tuple[str, str], int]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily("gatewatch_alerts", "Alerts not resolved, and those of them overdue",
+                                   labels=["kind", "state"])
+        for (kind, state), n in sorted(self.counts().items()):
+            family.add_metric([kind, state], n)
+        yield family
 
 
 class RequestTimer:

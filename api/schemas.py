@@ -17,6 +17,8 @@ from pydantic import (
 )
 
 from gates.access import DecisionKind, Reason
+from gates.alerts import Severity, SourceType
+from gates.alerts import Status as AlertStatus
 from gates.rules import PersonKind
 from gates.service_store import CameraEventType, GateKind, Role
 from vision.cameras import CameraConfig
@@ -52,6 +54,8 @@ class Strict(BaseModel):
 class KeyCreate(Strict):
     role: Role
     gate_id: Id | None = Field(None, description="required for, and only for, role gate")
+    label: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)] | None = Field(
+        None, description="who holds the key; recorded with the alerts they acknowledge and resolve")
 
     @model_validator(mode="after")
     def _gate_for_gate_keys(self) -> KeyCreate:
@@ -66,6 +70,7 @@ class KeyOut(BaseModel):
     gate_id: int | None
     prefix: str = Field(description="the key's first characters, to tell keys apart")
     created_at: str
+    label: str | None
 
 
 class KeyCreated(KeyOut):
@@ -233,6 +238,7 @@ class EventOut(BaseModel):
     camera_id: str | None = Field(description="the camera whose video was decided on; null: a photo sent to "
                                               "the access endpoint")
     liveness: float | None = Field(description="probability that the face was a live person (null: not checked)")
+    alert_id: int | None = Field(None, description="the alert this raised or updated (GET /alerts/{id})")
 
 
 class EventPage(BaseModel):
@@ -284,6 +290,7 @@ class CameraEventOut(BaseModel):
     type: CameraEventType
     reason: str
     alert: bool = Field(description="true when a camera went offline")
+    alert_id: int | None = Field(None, description="the alert this raised or updated (GET /alerts/{id})")
 
 
 class CameraEventPage(BaseModel):
@@ -321,9 +328,90 @@ class ThrowOut(BaseModel):
     confidence: float
     image_url: str | None
     clip_url: str | None
+    alert_id: int | None = Field(None, description="the alert this raised or updated (GET /alerts/{id})")
     alert: bool = True
 
 
 class ThrowPage(BaseModel):
     throws: list[ThrowOut]
     next_cursor: str | None
+
+
+# --- alerts -------------------------------------------------------------------------------------
+
+class AlertSourceIn(Strict):
+    type: SourceType
+    id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
+class AlertCreate(Strict):
+    """An alarm of another system (a smoke detector, a water sensor, an operator's phone call)."""
+
+    kind: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,39}$")] = Field(
+        description="e.g. smoke, water_leak, operator_report; the system's own kinds are not accepted here")
+    severity: Severity | None = Field(None, description="default: medium")
+    source: AlertSourceIn
+    message: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+    incident: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
+        None, description="repeats with the same incident update the open alert instead of raising another")
+    image: str | None = Field(None, max_length=8_000_000, description="a JPEG snapshot, base64")
+
+
+class AlertNote(Strict):
+    note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] | None = None
+
+
+class AlertResolve(Strict):
+    note: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)] = Field(
+        description="what was done")
+
+
+class ActorOut(BaseModel):
+    key_id: int
+    label: str | None
+
+
+class AlertEvidence(BaseModel):
+    image_url: str | None = Field(description="the snapshot sent with the alert")
+    crop_url: str | None = Field(description="the face of the access event")
+    trajectory_url: str | None = Field(description="a throw's trajectory over the facade")
+    clip_url: str | None = Field(description="a throw's clip")
+
+
+class AlertOut(BaseModel):
+    id: int
+    kind: str
+    severity: Severity
+    status: AlertStatus
+    source: AlertSourceIn
+    message: str
+    count: int = Field(description="sightings of this incident while it was open")
+    first_at: str
+    last_at: str
+    access_event_id: int | None
+    camera_event_id: int | None
+    throw_id: int | None
+    evidence: AlertEvidence
+    acked_at: str | None
+    acked_by: ActorOut | None
+    ack_note: str | None
+    resolved_at: str | None
+    resolved_by: ActorOut | None
+    resolve_note: str | None
+    seconds_to_ack: float | None
+    seconds_to_resolve: float | None
+    overdue: bool = Field(description="not resolved within the service's alert_overdue_min")
+
+
+class AlertPage(BaseModel):
+    alerts: list[AlertOut]
+    next_cursor: str | None
+
+
+class AlertNotice(BaseModel):
+    """One alert change as the alert webhook POSTs it; `seq` is the feed's id (resume point)."""
+
+    type: Literal["created", "updated", "acknowledged", "resolved"]
+    seq: int
+    at: str
+    alert: AlertOut

@@ -10,10 +10,13 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 
+from api.alert_feed import AlertFeed
 from api.live import LiveGates
 from api.metrics import Metrics
 from api.ratelimit import RateLimiter
 from api.settings import Settings
+from api.webhook import WebhookSender
+from gates.alerts import AlertStore
 from gates.gallery import Gallery
 from gates.service_store import ServiceStore
 from vision.faces.analyzer import FaceAnalyzer
@@ -36,6 +39,9 @@ class Services:
     # None when off or unavailable; live.liveness_state says which, live.refuses_all what follows.
     liveness: LivenessChecker | None
     live: LiveGates
+    alerts: AlertStore
+    alert_feed: AlertFeed
+    alert_webhook: WebhookSender | None = None
 
     async def face_work(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.face_pool, fn, *args)

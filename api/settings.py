@@ -50,6 +50,14 @@ class Settings(BaseSettings):
                                           "the fused and to the enrolled templates, to learn from; default "
                                           "0.005 above the accept threshold")
     learn_keep: int = Field(3, ge=1, le=20, description="learned templates kept per resident, the oldest replaced")
+    alert_overdue_min: float = Field(30.0, gt=0, le=7 * 24 * 60, description="an alert not resolved this many "
+                                     "minutes after it was first seen is overdue")
+    alert_retention_days: int = Field(90, ge=1, le=3650, description="resolved alerts are deleted this many days "
+                                      "after they were last seen")
+    alert_webhook_url: HttpUrl | None = Field(None, description="POSTed every alert change (signed as the unlock "
+                                              "webhook, with alert_webhook_secret; retried for 10 min)")
+    alert_webhook_secret: SecretStr | None = Field(None, min_length=16, validate_default=True,
+                                                   description="HMAC-SHA256 key signing the alert webhook's body")
     admin_key: SecretStr | None = Field(None, description="bootstraps this admin key; else one is generated")
     max_upload_bytes: int = Field(8 * MiB, ge=1024, le=64 * MiB)
     max_pixels: int = Field(25_000_000, ge=4096, le=MAX_PIXELS)
@@ -66,10 +74,19 @@ class Settings(BaseSettings):
         "model every gate decision is a deny (reason liveness_unavailable); if_available: used when the model is "
         "there, faces are accepted without it otherwise; off: never used")
     commands_keepalive_s: float = Field(15.0, ge=0.05, le=300.0,
-                                        description="seconds between pings on an idle gate command stream")
+                                        description="seconds between pings on an idle command or alert stream")
     unlock_webhook_url: HttpUrl | None = Field(None, description="POSTed every unlock decided from video")
     unlock_webhook_secret: SecretStr | None = Field(None, min_length=16, validate_default=True,
                                                     description="HMAC-SHA256 key signing the webhook's body")
+    mqtt_url: str | None = Field(None, description="MQTT broker (mqtt://host:1883 or mqtts://host:8883) to publish "
+                                 "alerts, gate decisions and camera status to; none: no MQTT (api/mqtt.py)")
+    mqtt_username: str | None = Field(None, description="user name at the MQTT broker")
+    mqtt_password: SecretStr | None = Field(None, description="password at the MQTT broker")
+    mqtt_ca_file: Path | None = Field(None, description="CA certificate (PEM) the MQTT broker's TLS certificate is "
+                                      "checked against; default: the system's CAs (with mqtts://)")
+    mqtt_topic_prefix: str = Field("gatewatch", pattern=r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*$",
+                                   description="topics are <prefix>/available, /alerts, /access, "
+                                   "/cameras/<id>/status")
 
     @field_validator("pack")
     @classmethod
@@ -103,6 +120,29 @@ class Settings(BaseSettings):
     def _webhook_is_signed(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is None and info.data.get("unlock_webhook_url") is not None:
             raise ValueError("unlock_webhook_url needs unlock_webhook_secret: an unsigned unlock could be forged")
+        return value
+
+    @field_validator("alert_webhook_secret")
+    @classmethod
+    def _alert_webhook_is_signed(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None and info.data.get("alert_webhook_url") is not None:
+            raise ValueError("alert_webhook_url needs alert_webhook_secret: an unsigned alert could be forged")
+        return value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        try:
+            url = urlsplit(value)
+            url.port  # noqa: B018 (raises on a bad port)
+        except ValueError as exc:
+            raise ValueError(f"not a broker URL: {exc}") from None
+        if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
+            raise ValueError("use mqtt://host[:port] or mqtts://host[:port]")
         return value
 
     @property

@@ -25,12 +25,12 @@ GuardKey = Annotated[ApiKey, Depends(require("guard"))]
 ThrowId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
-def throw_out(t: ThrowRecord) -> ThrowOut:
+def throw_out(t: ThrowRecord, alert_id: int | None = None) -> ThrowOut:
     return ThrowOut(id=t.id, at=t.at, released_at=t.released_at, camera_id=t.camera_id, floor=t.floor,
                     column=t.column, floor_sigma=t.detail.get("floor_sigma", 0.0),
                     column_sigma=t.detail.get("column_sigma", 0.0), confidence=round(t.confidence, 3),
                     image_url=f"{API_PREFIX}/throws/{t.id}/image" if t.image_path else None,
-                    clip_url=f"{API_PREFIX}/throws/{t.id}/clip" if t.clip_path else None)
+                    clip_url=f"{API_PREFIX}/throws/{t.id}/clip" if t.clip_path else None, alert_id=alert_id)
 
 
 @router.get("", response_model=ThrowPage, summary="Throws from the facades, newest first (all alerts)")
@@ -42,7 +42,8 @@ async def list_throws(
 ) -> ThrowPage:
     records = await run_in_threadpool(
         lambda: services.store.list_throws(camera_id=camera_id, limit=limit, before_id=cursor))
-    return ThrowPage(throws=[throw_out(r) for r in records],
+    links = await run_in_threadpool(services.alerts.alert_ids_for, "throw_id", [r.id for r in records])
+    return ThrowPage(throws=[throw_out(r, links.get(r.id)) for r in records],
                      next_cursor=str(records[-1].id) if len(records) == limit else None)
 
 

@@ -1,12 +1,13 @@
-"""Unlocks POSTed to a webhook, signed, retried, and never in the way of a decision.
+"""Unlocks (and alert changes) POSTed to a webhook, signed, retried, and never in the way of a decision.
 
-For controllers that cannot hold a stream open. Each unlock is one JSON POST with
+For controllers that cannot hold a stream open, and for other systems that want the alert feed.
+Each unlock or alert change is one JSON POST with
 `X-Gatewatch-Timestamp` (unix seconds) and `X-Gatewatch-Signature: sha256=<hex>`, the HMAC-SHA256
 under the shared secret of `<timestamp>.<body>`: the receiver recomputes it over the raw body and
 rejects a mismatch or a timestamp more than a few seconds old (a replayed unlock). Delivery runs on
 its own thread: `send` only queues. Failed posts (network, 5xx, 429) are retried with growing
 delays, but never beyond `max_age_s` after the decision: a late unlock would open the door for
-nobody, or for the next person.
+nobody, or for the next person (an alert is worth delivering later: it is sent with a longer age).
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import requests
-
-from api.schemas import UnlockCommand
+from pydantic import BaseModel
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,11 @@ class _Delivery:
 
 
 class WebhookSender:
-    def __init__(self, url: str, secret: bytes, *, max_age_s: float = 10.0, timeout_s: float = 2.0) -> None:
+    def __init__(self, url: str, secret: bytes, *, max_age_s: float = 10.0, timeout_s: float = 2.0,
+                 name: str = "unlock webhook", retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S) -> None:
         self.url = url
+        self.name = name
+        self.retry_delays_s = retry_delays_s
         self.secret = secret
         self.max_age_s = max_age_s
         self.timeout_s = timeout_s
@@ -59,7 +62,7 @@ class WebhookSender:
         self._cond = threading.Condition()
         self._stop = False
         self._session = requests.Session()
-        self._thread = threading.Thread(target=self._run, name="unlock-webhook", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name.replace(" ", "-"), daemon=True)
 
     def start(self) -> WebhookSender:
         self._thread.start()
@@ -73,15 +76,15 @@ class WebhookSender:
             self._thread.join(self.timeout_s + 1.0)
         self._session.close()
 
-    def send(self, command: UnlockCommand) -> None:
+    def send(self, message: BaseModel) -> None:
         now = time.monotonic()
         with self._cond:
             if len(self._pending) >= _MAX_PENDING:
-                log.error("unlock webhook %s: %d deliveries pending; dropping event %d", self.url,
-                          len(self._pending), command.event_id)
+                log.error("%s %s: %d deliveries pending; dropping %s", self.name, self.url, len(self._pending),
+                          message.model_dump_json()[:200])
                 self.abandoned += 1
                 return
-            heapq.heappush(self._pending, _Delivery(now, next(self._order), command.model_dump_json().encode(), now))
+            heapq.heappush(self._pending, _Delivery(now, next(self._order), message.model_dump_json().encode(), now))
             self._cond.notify_all()
 
     def _run(self) -> None:
@@ -97,9 +100,10 @@ class WebhookSender:
                 self.delivered += 1
             if outcome != "retry":
                 continue
-            retry_at = time.monotonic() + RETRY_DELAYS_S[min(delivery.attempt, len(RETRY_DELAYS_S) - 1)]
-            if delivery.attempt + 1 >= len(RETRY_DELAYS_S) or retry_at - delivery.created > self.max_age_s:
-                log.error("unlock webhook %s: giving up after %d attempts", self.url, delivery.attempt + 1)
+            delays = self.retry_delays_s
+            retry_at = time.monotonic() + delays[min(delivery.attempt, len(delays) - 1)]
+            if delivery.attempt + 1 >= len(delays) or retry_at - delivery.created > self.max_age_s:
+                log.error("%s %s: giving up after %d attempts", self.name, self.url, delivery.attempt + 1)
                 self.abandoned += 1
                 continue
             delivery.due, delivery.attempt = retry_at, delivery.attempt + 1
@@ -114,13 +118,13 @@ class WebhookSender:
         try:
             response = self._session.post(self.url, data=body, headers=headers, timeout=self.timeout_s)
         except requests.RequestException as exc:
-            log.warning("unlock webhook %s: %s", self.url, exc)
+            log.warning("%s %s: %s", self.name, self.url, exc)
             return "retry"
         if response.status_code < 300:
             return "delivered"
         if response.status_code != 429 and response.status_code < 500:
-            log.error("unlock webhook %s refused an unlock: HTTP %d", self.url, response.status_code)
+            log.error("%s %s refused a delivery: HTTP %d", self.name, self.url, response.status_code)
             self.abandoned += 1
             return "refused"
-        log.warning("unlock webhook %s: HTTP %d", self.url, response.status_code)
+        log.warning("%s %s: HTTP %d", self.name, self.url, response.status_code)
         return "retry"

@@ -28,7 +28,7 @@ from gates.access import EXPIRED, UNKNOWN, Verdict
 from gates.rules import AccessRule, PersonKind, TimeWindow
 from gates.store import Store, UnknownResidentError, connect, transaction
 
-Role = Literal["admin", "gate", "guard"]
+Role = Literal["admin", "gate", "guard", "integration"]
 GateKind = Literal["main", "stairwell"]
 CameraEventType = Literal["camera_offline", "camera_online"]
 
@@ -90,6 +90,7 @@ class ApiKey:
     gate_id: int | None
     prefix: str
     created_at: str
+    label: str | None = None  # who holds it ("north desk guard"), recorded with what they do
 
 
 @dataclass(frozen=True)
@@ -193,10 +194,10 @@ class ServiceStore:
 
     # --- API keys -------------------------------------------------------------------------------
 
-    def create_key(self, role: Role, gate_id: int | None = None) -> tuple[ApiKey, str]:
+    def create_key(self, role: Role, gate_id: int | None = None, label: str | None = None) -> tuple[ApiKey, str]:
         """The record and the key itself, which is not stored and cannot be shown again."""
         with self._transaction() as conn:
-            return _insert_key(conn, role, gate_id)
+            return _insert_key(conn, role, gate_id, label)
 
     def ensure_admin_key(self, key: str) -> None:
         """Bootstraps an operator-chosen admin key (idempotent across restarts)."""
@@ -216,16 +217,16 @@ class ServiceStore:
         """The live key record for a presented key, or None (unknown or revoked)."""
         digest = hash_key(key)
         with self._lock:
-            row = self._conn.execute("SELECT id, role, gate_id, prefix, created_at, key_hash FROM api_keys "
+            row = self._conn.execute("SELECT id, role, gate_id, prefix, created_at, label, key_hash FROM api_keys "
                                      "WHERE key_hash = ?", (digest,)).fetchone()
-        if row is None or not hmac.compare_digest(row[5], digest):
+        if row is None or not hmac.compare_digest(row[6], digest):
             return None
-        return ApiKey(*row[:5])
+        return ApiKey(*row[:6])
 
     def list_keys(self) -> list[ApiKey]:
         with self._lock:
             return [ApiKey(*row) for row in self._conn.execute(
-                "SELECT id, role, gate_id, prefix, created_at FROM api_keys ORDER BY id")]
+                "SELECT id, role, gate_id, prefix, created_at, label FROM api_keys ORDER BY id")]
 
     def delete_key(self, key_id: int) -> None:
         with self._transaction() as conn:
@@ -442,11 +443,12 @@ def _throw(row: tuple) -> ThrowRecord:
     return ThrowRecord(*row[:9], detail=json.loads(row[9]))
 
 
-def _insert_key(conn: sqlite3.Connection, role: Role, gate_id: int | None) -> tuple[ApiKey, str]:
+def _insert_key(conn: sqlite3.Connection, role: Role, gate_id: int | None,
+                label: str | None = None) -> tuple[ApiKey, str]:
     key = new_key()
-    row = conn.execute("INSERT INTO api_keys (role, gate_id, key_hash, prefix) VALUES (?, ?, ?, ?) "
-                       "RETURNING id, role, gate_id, prefix, created_at",
-                       (role, gate_id, hash_key(key), key[:_SHOWN_PREFIX])).fetchone()
+    row = conn.execute("INSERT INTO api_keys (role, gate_id, key_hash, prefix, label) VALUES (?, ?, ?, ?, ?) "
+                       "RETURNING id, role, gate_id, prefix, created_at, label",
+                       (role, gate_id, hash_key(key), key[:_SHOWN_PREFIX], label)).fetchone()
     return ApiKey(*row), key
 
 

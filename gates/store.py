@@ -166,6 +166,61 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE faces ADD COLUMN learned_from INTEGER",
         "CREATE INDEX faces_learned ON faces(resident_id, learned_from) WHERE learned_from IS NOT NULL",
     ),
+    # Version 6: the guard room (gates/alerts.py). Keys get a label (who acknowledged) and the role
+    # `integration` (other systems raising alerts), which needs the table rebuilt for its CHECK.
+    # An alert is one row; each change of it is a row of alert_changes, whose seq is the durable
+    # sequence a guard screen resumes from. `incident` keys repeats of one open incident onto one
+    # alert. The outbox holds what is to be published to MQTT until the broker has it.
+    (
+        f"""CREATE TABLE api_keys_v6 (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            role TEXT NOT NULL CHECK (role IN ('admin', 'gate', 'guard', 'integration')),
+            gate_id INTEGER REFERENCES gates(id) ON DELETE CASCADE,
+            key_hash TEXT NOT NULL UNIQUE,
+            prefix TEXT NOT NULL,
+            created_at TEXT NOT NULL DEFAULT {_NOW},
+            label TEXT,
+            CHECK ((role = 'gate') = (gate_id IS NOT NULL)))""",
+        "INSERT INTO api_keys_v6 (id, role, gate_id, key_hash, prefix, created_at) "
+        "SELECT id, role, gate_id, key_hash, prefix, created_at FROM api_keys",
+        "DROP TABLE api_keys",
+        "ALTER TABLE api_keys_v6 RENAME TO api_keys",
+        """CREATE TABLE alerts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            severity TEXT NOT NULL CHECK (severity IN ('critical', 'high', 'medium', 'low')),
+            status TEXT NOT NULL CHECK (status IN ('new', 'acknowledged', 'resolved')),
+            source_type TEXT NOT NULL CHECK (source_type IN ('camera', 'gate', 'sensor', 'operator')),
+            source_id TEXT NOT NULL,
+            message TEXT NOT NULL,
+            incident TEXT,
+            count INTEGER NOT NULL DEFAULT 1,
+            first_at TEXT NOT NULL,
+            last_at TEXT NOT NULL,
+            access_event_id INTEGER,
+            camera_event_id INTEGER,
+            throw_id INTEGER,
+            image BLOB,
+            acked_at TEXT, acked_by INTEGER, acked_by_label TEXT, ack_note TEXT,
+            resolved_at TEXT, resolved_by INTEGER, resolved_by_label TEXT, resolve_note TEXT)""",
+        "CREATE UNIQUE INDEX alerts_open_incident ON alerts(incident) WHERE status != 'resolved'",
+        "CREATE INDEX alerts_by_kind ON alerts(kind, id)",
+        "CREATE INDEX alerts_by_access_event ON alerts(access_event_id) WHERE access_event_id IS NOT NULL",
+        "CREATE INDEX alerts_by_camera_event ON alerts(camera_event_id) WHERE camera_event_id IS NOT NULL",
+        "CREATE INDEX alerts_by_throw ON alerts(throw_id) WHERE throw_id IS NOT NULL",
+        """CREATE TABLE alert_changes (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            alert_id INTEGER NOT NULL,
+            type TEXT NOT NULL CHECK (type IN ('created', 'updated', 'acknowledged', 'resolved')),
+            at TEXT NOT NULL,
+            alert TEXT NOT NULL)""",
+        f"""CREATE TABLE mqtt_outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            topic TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            retain INTEGER NOT NULL CHECK (retain IN (0, 1)),
+            created_at TEXT NOT NULL DEFAULT {_NOW})""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

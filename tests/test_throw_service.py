@@ -58,6 +58,14 @@ def test_throws_on_a_facade_camera_are_alerts_with_evidence(tmp_path: Path, anal
             assert drawn is not None and drawn.shape[1] == 960
             clip = c.get(alert["clip_url"], headers=guard)
             assert clip.status_code == 200 and len(clip.content) > 10_000
+        # Each throw is one critical alert of the feed, linked both ways, its evidence on the alert.
+        alerts = c.get("/api/v1/alerts", params={"kind": "throw"}, headers=guard).json()["alerts"]
+        assert [a["throw_id"] for a in alerts] == [t["id"] for t in throws]
+        assert [t["alert_id"] for t in throws] == [a["id"] for a in alerts]
+        for alert in alerts:
+            assert alert["severity"] == "critical" and alert["source"] == {"type": "camera", "id": "tower-a"}
+            assert alert["evidence"]["trajectory_url"] == f"/api/v1/throws/{alert['throw_id']}/image"
+            assert c.get(alert["evidence"]["trajectory_url"], headers=guard).status_code == 200
         # Guards read throws; gate keys do not; unknown throws are 404s.
         gate_key = c.post("/api/v1/gates", json={"name": "Main", "kind": "main"}, headers=A).json()["api_key"]
         assert c.get("/api/v1/throws", headers={"X-API-Key": gate_key}).status_code == 403
